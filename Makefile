@@ -49,7 +49,7 @@ compile: install
 
 # Rewrites the golden IR files that tests/test_compile.py compares against.
 golden: install
-	$(PY) -m keel.pipelines.golden
+	$(VENV)/bin/keel compile --out tests/golden
 
 bench: bench-pipeline
 

