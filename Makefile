@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= pipelines/configs/default.yaml
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast compile golden bench bench-pipeline lint clean help
+.PHONY: install run test test-fast compile golden bench lint clean help
 
 help:
 	@echo "make run | test | install | compile | golden | bench | bench-pipeline | lint | clean"
@@ -54,7 +54,7 @@ golden: install
 bench: bench-pipeline
 
 bench-%: install
-	$(PY) -m tests.bench.$(subst -,_,$*)
+	$(PY) tests/bench/$(subst -,_,$*).py
 
 lint: install
 	$(PY) -m compileall -q components pipelines tests

@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
         "(settings are inferred; flags override config values)."))
     run.add_argument("config", nargs="?", help="pipeline config YAML (default: the embedded default config)")
     run.add_argument("--runner", default="local", help="where steps run: local (subprocesses of this environment)")
+    run.add_argument("--no-warm-start", dest="warm_start", action="store_false",
+                     help="start every step as a cold interpreter (default: fork steps from a pre-imported process; also KEEL_WARM_START=0)")
+    run.add_argument("-v", "--verbose", action="store_true", help="stream every step's full log (default: one line per step; the full log is saved in the run directory)")
     _add_override_flags(run)
 
     check = sub.add_parser("check", help="validate a config against its data without running anything",
@@ -105,16 +108,17 @@ def cmd_check(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from keel.pipelines.local_run import run_local
-    from keel.pipelines.preflight import preflight
+    from keel.pipelines.local_run import run_checked
     from keel.pipelines.summary import print_summary
 
     cfg = resolve_config(args)
     started = time.perf_counter()
-    frame = preflight(cfg)
-    print(f"keel: {cfg.name}: {len(frame):,} rows x {frame.shape[1]} columns from {cfg.data.source}; "
-          f"running the training pipeline ({args.runner} runner)", flush=True)
-    summary = run_local(cfg, runner=args.runner)
+
+    def announce(frame):
+        print(f"keel: {cfg.name}: {len(frame):,} rows x {frame.shape[1]} columns from {cfg.data.source}; "
+              f"running the training pipeline ({args.runner} runner)", flush=True)
+
+    summary = run_checked(cfg, runner=args.runner, verbose=args.verbose, warm_start=None if args.warm_start else False, on_checked=announce)  # None: KEEL_WARM_START decides
     print_summary(cfg, summary, time.perf_counter() - started)
     return 0
 

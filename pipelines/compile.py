@@ -19,7 +19,7 @@ def compile_pipelines(out_dir: str | Path, cfg: TrainingConfig | None = None) ->
     written = []
     for name, pipeline in PIPELINES.items():
         path = out / f"{name}.yaml"
-        tmp = path.with_suffix(".yaml.tmp")
+        tmp = path.with_name(f".{name}.tmp.yaml")  # kfp insists on a .yaml suffix
         compiler.Compiler().compile(pipeline, str(tmp), pipeline_parameters=cfg.pipeline_arguments())
         tmp.replace(path)
         written.append(path)

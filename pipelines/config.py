@@ -55,7 +55,8 @@ class TrainingConfig(BaseModel):
 
     def pipeline_arguments(self) -> dict[str, dict]:
         """The pipeline's parameters: one JSON-safe dict per section."""
-        return {name: getattr(self, name).model_dump(mode="json") for name in SECTIONS}
+        # None means "use the default"; KFP rejects None inside a struct parameter.
+        return {name: getattr(self, name).model_dump(mode="json", exclude_none=True) for name in SECTIONS}
 
 
 def parse_config(raw: Any, source: str = "config") -> TrainingConfig:

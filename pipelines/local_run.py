@@ -7,9 +7,14 @@ runner differs. Steps run as subprocesses of this Python environment
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import os
+import re
+import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -19,10 +24,74 @@ from keel.pipelines.config import TrainingConfig
 from keel.pipelines.training import PIPELINE_NAME, training_pipeline
 
 RUNNERS = ("local",)
+# kfp task names, in pipeline order (for progress and summaries).
+STEPS = ("ingest-data", "profile-data", "validate-data", "clean-data", "split-data", "engineer-features",
+         "train-model", "evaluate-model", "write-model-card", "register-model")
+
+
+def _step_order(path: Path) -> int:
+    return STEPS.index(path.name) if path.name in STEPS else len(STEPS)
 
 
 class PipelineFailed(KeelError):
     """A step of the pipeline failed; its own error line is printed above."""
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_STARTED = re.compile(r"Executing task '([\w-]+)'")
+_FINISHED = re.compile(r"Task '([\w-]+)' finished with status (\w+)")
+_SKIPPED = re.compile(r"Skipping (?:conditional )?task '?([\w-]+)'?")
+
+
+class ProgressLog(io.TextIOBase):
+    """Stands in for stdout while kfp.local runs.
+
+    kfp.local prints every step's full executor input and streamed logs
+    (thousands of lines). All of it goes to the run's log file; the terminal
+    gets one line per step and any `keel: error:` line a step printed.
+    """
+
+    def __init__(self, log_path: Path, terminal, total_steps: int):
+        self.log = open(log_path, "w", encoding="utf-8")
+        self.terminal = terminal
+        self.total = total_steps
+        self.done = 0
+        self.partial = ""
+        self.started: dict[str, float] = {}
+        self.step_errors: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        self.partial += text
+        *lines, self.partial = self.partial.split("\n")
+        for line in lines:
+            self._line(_ANSI.sub("", line))
+        return len(text)
+
+    def _say(self, message: str) -> None:
+        self.terminal.write(message + "\n")
+        self.terminal.flush()
+
+    def _line(self, line: str) -> None:
+        if match := _STARTED.search(line):
+            self.started[match[1]] = time.perf_counter()
+        elif match := _FINISHED.search(line):
+            self.done += 1
+            seconds = time.perf_counter() - self.started.get(match[1], time.perf_counter())
+            self._say(f"  [{self.done:>2}/{self.total}] {match[1]:<18} {match[2].lower():<8} {seconds:5.1f} s")
+        elif match := _SKIPPED.search(line):
+            self.done += 1
+            self._say(f"  [{self.done:>2}/{self.total}] {match[1]} skipped ({line.split(':', 1)[-1].strip()[:120]})")
+        elif "keel: error:" in line:
+            message = line[line.index("keel: error:"):].strip()
+            self.step_errors.append(message)
+            self._say("  " + message)
+
+    def flush(self) -> None:
+        self.log.flush()
+
+    def close(self) -> None:
+        self.log.close()
 
 
 @dataclasses.dataclass
@@ -64,8 +133,64 @@ def pipeline_root_for(cfg: TrainingConfig) -> Path:
     return (base / "pipeline_root").resolve()
 
 
-def run_local(cfg: TrainingConfig, *, runner: str = "local", pipeline_root: str | Path | None = None) -> RunSummary:
-    """Runs the training pipeline with kfp.local and returns what each step produced."""
+def warm_start_enabled() -> bool:
+    return os.environ.get("KEEL_WARM_START", "1").lower() not in ("0", "false", "no", "off")
+
+
+def run_local(
+    cfg: TrainingConfig,
+    *,
+    runner: str = "local",
+    pipeline_root: str | Path | None = None,
+    verbose: bool = False,
+    warm_start: bool | None = None,
+    step_server=None,
+) -> RunSummary:
+    """Runs the training pipeline with kfp.local and returns what each step produced.
+
+    Progress goes to stdout one line per step; kfp.local's full output goes
+    to `<run_dir>/keel-run.log` (or to stdout too when `verbose`). With warm
+    start (the default; see keel.pipelines.warm_start) steps are forked from
+    a pre-imported process instead of importing their libraries from cold.
+    `step_server` is an already started StepServer (the CLI starts it before
+    its pre-flight so both overlap); it is stopped here.
+    """
+    from keel.pipelines.warm_start import StepServer
+
+    warm_start = warm_start_enabled() if warm_start is None else warm_start
+    if step_server is None and warm_start:
+        step_server = StepServer().start()
+    try:
+        return _run(cfg, runner=runner, pipeline_root=pipeline_root, verbose=verbose, step_server=step_server)
+    finally:
+        if step_server is not None:
+            step_server.stop()
+
+
+def run_checked(cfg: TrainingConfig, *, runner: str = "local", verbose: bool = False, warm_start: bool | None = None,
+                on_checked=None) -> RunSummary:
+    """What `keel run` does: pre-flight checks, then the local run.
+
+    The warm-start server starts first so that it imports the ML stack while
+    pre-flight reads the data; `on_checked(frame)` is called between the two.
+    """
+    from keel.pipelines.preflight import preflight
+    from keel.pipelines.warm_start import StepServer
+
+    warm_start = warm_start_enabled() if warm_start is None else warm_start
+    server = StepServer().start() if warm_start else None
+    try:
+        frame = preflight(cfg)
+        if on_checked:
+            on_checked(frame)
+    except BaseException:
+        if server:
+            server.stop()
+        raise
+    return run_local(cfg, runner=runner, verbose=verbose, warm_start=warm_start, step_server=server)
+
+
+def _run(cfg: TrainingConfig, *, runner, pipeline_root, verbose, step_server) -> RunSummary:
     from kfp import local
 
     if runner not in RUNNERS:
@@ -74,25 +199,40 @@ def run_local(cfg: TrainingConfig, *, runner: str = "local", pipeline_root: str 
     root.mkdir(parents=True, exist_ok=True)
     before = set(os.listdir(root))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=False)
-    with warnings.catch_warnings():
+    log_path = root / f".keel-run-{os.getpid()}.log"
+    progress = ProgressLog(log_path, sys.stdout, total_steps=len(STEPS))
+    with warnings.catch_warnings(), contextlib.ExitStack() as stack:
         # kfp warns that a non-"python" image name may not match this
         # interpreter; locally every step deliberately runs in this venv.
         warnings.filterwarnings("ignore", message="You may be attemping to run a task", category=RuntimeWarning)
+        # display names are for the dashboard; kfp.local says so once per step.
+        warnings.filterwarnings("ignore", message=".*have no effect in the current local runner", category=UserWarning)
+        if not verbose:
+            stack.enter_context(contextlib.redirect_stdout(progress))
+        stack.callback(progress.close)
+        if step_server is not None:
+            if step_server.wait_ready():
+                stack.enter_context(step_server.serving())
+            else:
+                print("keel: warm start unavailable; steps import their libraries from cold", file=sys.stderr)
         training_pipeline(**cfg.pipeline_arguments())
     new = sorted(d for d in set(os.listdir(root)) - before if d.startswith(PIPELINE_NAME))
     if not new:
-        raise PipelineFailed(f"kfp.local wrote no run directory under {root}")
-    summary = collect(root / new[-1])
+        raise PipelineFailed(f"kfp.local wrote no run directory under {root}; its log: {log_path}")
+    run_dir = root / new[-1]
+    log_path.replace(run_dir / "keel-run.log")
+    summary = collect(run_dir)
     failed = [s.name for s in summary.steps.values() if s.status != "SUCCESS"]
     if failed:
-        raise PipelineFailed(f"step {failed[0]!r} failed (its error is printed above); outputs so far: {summary.run_dir}")
+        cause = progress.step_errors[-1] if progress.step_errors else "see the log"
+        raise PipelineFailed(f"step {failed[0]!r} failed: {cause.removeprefix('keel: error: ')} (full log: {run_dir / 'keel-run.log'})")
     return summary
 
 
 def collect(run_dir: Path) -> RunSummary:
     """Reads every step's executor_output.json in a kfp.local run directory."""
     steps: dict[str, StepResult] = {}
-    for step_dir in sorted(p for p in run_dir.iterdir() if p.is_dir()):
+    for step_dir in sorted((p for p in run_dir.iterdir() if p.is_dir()), key=_step_order):
         output_file = step_dir / "executor_output.json"
         if not output_file.exists():
             steps[step_dir.name] = StepResult(step_dir.name, "FAILURE", {})

@@ -30,7 +30,7 @@ def summary_lines(cfg: TrainingConfig, run: RunSummary, seconds: float) -> list[
         lines.append("  gate:       FAILED " + _bounds(cfg) + " -> model not registered (see the evaluation report)")
     registered = run.registered
     if registered:
-        lines.append(f"  registered: {cfg.registry.model_name} {registered.get('version')} -> {registered.get('uri')}")
+        lines.append(f"  registered: {cfg.registry.model_name} {registered.get('version')} -> {registered.get('registry_uri')}")
     for step, output, label in DOCUMENTS:
         artifact = run.artifact(step, output)
         if artifact:

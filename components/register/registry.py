@@ -94,7 +94,7 @@ def check_files(where: str, manifest: dict, files: Files) -> None:
         if name not in entries:
             raise DataError(f"{where}/{name}: not listed in {MANIFEST}; the version was modified after publishing, do not use it")
     for name in sorted(entries):
-        check_file(where, name, entries[name], files[name])
+        check_file(where, name, entries[name] if isinstance(entries[name], Mapping) else {}, files[name])
     if bundle_hash(entries) != manifest.get("bundle_hash"):
         raise DataError(f"{where}/{MANIFEST}: bundle_hash does not match its file list; the manifest was edited, do not use this version")
 
@@ -166,6 +166,8 @@ class Registry:
             manifest = json.loads(storage.read_bytes(path))
         except json.JSONDecodeError as err:
             raise DataError(f"{path}: not valid JSON ({err}); the version is corrupt, do not use it") from None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+            raise DataError(f"{path}: is not a Keel manifest (no files map); the version is corrupt, do not use it")
         if manifest.get("model_name") != name or manifest.get("version") != int(version):
             raise DataError(
                 f"{path}: describes {manifest.get('model_name')!r} v{manifest.get('version')}, not {name!r} v{version}; "
@@ -234,7 +236,10 @@ class Registry:
 
     def _publish_local(self, name: str, build: Callable[[int], Files]) -> int:
         base = Path(self.model_uri(name))
-        base.mkdir(parents=True, exist_ok=True)
+        try:
+            base.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StorageError(f"{base}: cannot create the registry directory ({err.strerror or err}); check registry.store") from err
         for _ in range(_MAX_ATTEMPTS):
             numbers = self._numbered(name)
             version = (numbers[-1] if numbers else 0) + 1

@@ -1,0 +1,169 @@
+"""Loading a registered model bundle, verified before anything is unpickled.
+
+Unpickling runs code, so a bundle's files are checked against its
+MANIFEST.json first: a file changed after publishing is refused by name, and
+`joblib.load` only ever sees the bytes that were registered.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from keel.components._common.errors import DataError, StorageError
+from keel.components.register.registry import MANIFEST, Registry, check_files
+
+MODEL_FILE = "model.joblib"
+SCHEMA_FILE = "schema.json"
+METRICS_FILE = "metrics.json"
+LINEAGE_FILE = "lineage.json"
+INFO_FILE = "bundle.json"
+CARD_MD_FILE = "model_card.md"
+CARD_HTML_FILE = "model_card.html"
+BUNDLE_FILES = (MODEL_FILE, SCHEMA_FILE, METRICS_FILE, LINEAGE_FILE, CARD_MD_FILE, CARD_HTML_FILE, INFO_FILE)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A registered model version, verified and loaded.
+
+    Attributes:
+        model: the unpickled scikit-learn Pipeline (raw input columns in, predictions out).
+        schema: the validate stage's schema JSON (the serving input contract).
+        metrics: the evaluation metrics (name -> number).
+        lineage: the lineage record (config, every input artifact's hash, code version).
+        manifest: MANIFEST.json (file hashes and the bundle hash).
+        info: bundle.json (task, classes, input_columns, framework, family, version, created_at).
+        version: the version number.
+        uri: where the version lives (local directory or s3:// prefix).
+    """
+
+    model: Any
+    schema: dict
+    metrics: dict
+    lineage: dict
+    manifest: dict
+    info: dict
+    version: int
+    uri: str
+    model_name: str
+    files: dict = field(repr=False, default_factory=dict)
+
+    @property
+    def bundle_hash(self) -> str:
+        return self.manifest["bundle_hash"]
+
+    @property
+    def input_columns(self) -> list[str]:
+        return list(self.info.get("input_columns") or [])
+
+    @property
+    def classes(self) -> list:
+        return list(self.info.get("classes") or [])
+
+
+def parse_version(version: int | str) -> int | None:
+    """`"latest"` -> None; `3`, `"3"`, `"v3"` -> 3."""
+    if isinstance(version, int) and not isinstance(version, bool) and version > 0:
+        return version
+    text = str(version).strip().lower()
+    if text == "latest":
+        return None
+    match = re.fullmatch(r"v?([1-9][0-9]*)", text)
+    if not match:
+        raise StorageError(f"version {version!r} is not valid; use 'latest', a number, or 'v<number>'")
+    return int(match.group(1))
+
+
+def load_bundle(store: str, model_name: str, version: int | str = "latest") -> Bundle:
+    """Loads a registered version after verifying every file's hash.
+
+    Args:
+        store: the registry store (local directory or s3://bucket/prefix).
+        model_name: the registered model name.
+        version: "latest", a number, or "v<number>".
+
+    Raises:
+        StorageError: no such model or version, or a file is missing.
+        DataError: a file does not match MANIFEST.json (the message names it),
+            or the model cannot be unpickled.
+    """
+    registry = Registry(store)
+    number = parse_version(version)
+    if number is None:
+        number = registry.latest(model_name)
+        if number is None:
+            raise StorageError(
+                f"{registry.model_uri(model_name)}: model {model_name!r} has no registered version; "
+                "run the training pipeline (or check registry.store and registry.model_name)"
+            )
+    manifest, files = registry.read_verified(model_name, number)
+    return _load(registry.uri(model_name, number), model_name, number, manifest, files)
+
+
+def load_bundle_dir(path: str | Path) -> Bundle:
+    """Loads a bundle from a local copy of a version directory (e.g. KServe's /mnt/models).
+
+    The copy is verified against its own MANIFEST.json, exactly as in the registry.
+    """
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise StorageError(f"{path}: no {MANIFEST}; point at a registered version directory (…/registry/<model>/v<N>)")
+    try:
+        manifest = json.loads(manifest_path.read_bytes())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{manifest_path}: not valid JSON ({err}); the copy is corrupt") from None
+    files = {p.name: p.read_bytes() for p in sorted(path.iterdir()) if p.is_file() and p.name != MANIFEST}
+    check_files(str(path), manifest, files)
+    return _load(str(path), manifest.get("model_name", ""), int(manifest.get("version", 0)), manifest, files)
+
+
+def _load(where: str, model_name: str, version: int, manifest: dict, files: dict[str, bytes]) -> Bundle:
+    for name in BUNDLE_FILES:
+        if name not in files:
+            raise DataError(f"{where}: is not a Keel model bundle (no {name}); publish it with register_model")
+    info = _json(where, INFO_FILE, files)
+    lineage = _json(where, LINEAGE_FILE, files)
+    model = unpickle_model(where, files[MODEL_FILE], lineage.get("code_version", "unknown"))
+    return Bundle(
+        model=model,
+        schema=_json(where, SCHEMA_FILE, files),
+        metrics=_json(where, METRICS_FILE, files),
+        lineage=lineage,
+        manifest=manifest,
+        info=info,
+        version=version,
+        uri=where,
+        model_name=model_name,
+        files=files,
+    )
+
+
+def _json(where: str, name: str, files: dict[str, bytes]) -> dict:
+    try:
+        value = json.loads(files[name])
+    except json.JSONDecodeError as err:
+        raise DataError(f"{where}/{name}: not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise DataError(f"{where}/{name}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def unpickle_model(where: str, data: bytes, code_version: str):
+    """joblib-loads verified model bytes; a library mismatch becomes one actionable line."""
+    import joblib
+
+    try:
+        return joblib.load(io.BytesIO(data))
+    except Exception as err:  # noqa: BLE001 - re-raised with the cause chained
+        # The bytes are verified, so this is not a bad download: usually a
+        # library version that differs from the one that trained the model.
+        raise DataError(
+            f"{where}/{MODEL_FILE}: cannot be unpickled ({type(err).__name__}: {err}); "
+            f"load it in the environment that registered it (code version {code_version})"
+        ) from err

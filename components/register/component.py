@@ -1,0 +1,106 @@
+"""KFP component: register_model."""
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
+
+from keel.components._common.images import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def register_model(
+    trained_model: Input[Model],
+    schema: Input[Artifact],
+    metrics: Input[Metrics],
+    card_md: Input[Markdown],
+    card_html: Input[HTML],
+    raw: Input[Dataset],
+    valid: Input[Dataset],
+    cleaned: Input[Dataset],
+    train: Input[Dataset],
+    test: Input[Dataset],
+    transformer: Input[Model],
+    data: dict,
+    target: dict,
+    validation: dict,
+    clean: dict,
+    split: dict,
+    features: dict,
+    model: dict,
+    evaluation: dict,
+    registry: dict,
+    bundle: Output[Model],
+) -> str:
+    """Publishes the model, schema, metrics, model card and lineage as a new registry version.
+
+    The version lives at `{registry.store}/registry/{registry.model_name}/v{N}/`, is never
+    overwritten, and is read back and verified against its MANIFEST.json before this
+    step succeeds.
+
+    Args:
+        trained_model: the fitted pipeline (model.joblib in the bundle).
+        schema: the validate stage's schema JSON (the serving input contract).
+        metrics: the evaluation metrics.
+        card_md: the model card, Markdown.
+        card_html: the model card, HTML.
+        raw: the ingested data (recorded in lineage).
+        valid: the validated data (recorded in lineage).
+        cleaned: the cleaned data (recorded in lineage).
+        train: the training split (recorded in lineage).
+        test: the test split (recorded in lineage).
+        transformer: the fitted feature transformer (recorded in lineage).
+        data: the `data` config section; this and the sections below are recorded in lineage.json.
+        target: the `target` config section.
+        validation: the `validation` config section.
+        clean: the `clean` config section.
+        split: the `split` config section.
+        features: the `features` config section.
+        model: the `model` config section.
+        evaluation: the `evaluation` config section.
+        registry: the `registry` config section (store, model_name).
+        bundle: a verified copy of the registered version's files, MANIFEST.json included.
+
+    Returns:
+        The registered version, e.g. "v3".
+    """
+    from keel.components._common import lineage
+    from keel.components._common.config import (
+        CleanSection, DataSection, EvaluationSection, FeaturesSection, ModelSection,
+        RegistrySection, SplitSection, TargetSection, ValidationSection,
+    )
+    from keel.components._common.errors import user_errors
+    from keel.components.register.register import INPUT_ARTIFACTS, register, write_local_copy
+
+    with user_errors("register_model"):
+        target_cfg = TargetSection.parse(target, "target")
+        registry_cfg = RegistrySection.parse(registry, "registry")
+        config = {
+            "data": DataSection.parse(data, "data"),
+            "target": target_cfg,
+            "validation": ValidationSection.parse(validation, "validation"),
+            "clean": CleanSection.parse(clean, "clean"),
+            "split": SplitSection.parse(split, "split"),
+            "features": FeaturesSection.parse(features, "features"),
+            "model": ModelSection.parse(model, "model"),
+            "evaluation": EvaluationSection.parse(evaluation, "evaluation"),
+            "registry": registry_cfg,
+        }
+        inputs = {
+            "trained_model": trained_model, "schema": schema, "metrics": metrics, "card_md": card_md,
+            "card_html": card_html, "raw": raw, "valid": valid, "cleaned": cleaned, "train": train,
+            "test": test, "transformer": transformer,
+        }
+        registered = register(inputs, config, registry_cfg, target_task=target_cfg.task)
+        write_local_copy(registered, bundle.path)
+        bundle.metadata.update({
+            "model_name": registered.model_name,
+            "version": registered.label,
+            "registry_uri": registered.uri,
+            "bundle_hash": registered.manifest["bundle_hash"],
+        })
+        bundle.metadata.update(lineage.stamp(
+            content_hash=registered.manifest["bundle_hash"],
+            parents=[lineage.parent(name, inputs[name]) for name in INPUT_ARTIFACTS],
+            params=config["registry"].model_dump(mode="json"),
+        ))
+        print(f"registered {registered.model_name} {registered.label} at {registered.uri}", flush=True)
+        return registered.label

@@ -1,0 +1,186 @@
+"""Fixtures for the register tests: a real S3-compatible server and upstream stand-ins."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from keel.components._common import lineage, tables
+
+ACCESS_KEY = "keel-test-access"
+SECRET_KEY = "keel-test-secret-key-0123456789"
+START_TIMEOUT_S = 20.0
+
+
+@dataclass
+class S3Server:
+    kind: str  # "nanio" or "moto": which server the S3 tests really ran against
+    endpoint: str
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def _start_nanio(workdir: Path):
+    """nanio, a signature-checking S3 server storing on disk; (process, endpoint) or None with the reason."""
+    port = _free_port()
+    log = open(workdir / "nanio.log", "wb")
+    env = {**os.environ, "NANIO_ACCESS_KEY": ACCESS_KEY, "NANIO_SECRET_KEY": SECRET_KEY}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nanio", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--data-dir", str(workdir / "data"), "--no-access-log", "--log-level", "warning"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir,
+    )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if _answers(port):
+            return proc, f"http://127.0.0.1:{port}", None
+        try:
+            proc.wait(timeout=0.05)  # waits between polls, and notices at once if it died
+        except subprocess.TimeoutExpired:
+            continue
+        log.close()
+        return None, None, f"nanio exited with {proc.returncode}: {(workdir / 'nanio.log').read_text()[-500:]}"
+    proc.kill()
+    proc.wait()
+    log.close()
+    return None, None, f"nanio did not answer on port {port} within {START_TIMEOUT_S:.0f} s"
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 API on 127.0.0.1: nanio, else moto's ThreadedMotoServer (the reason is printed)."""
+    workdir = tmp_path_factory.mktemp("s3")
+    proc, endpoint, why = _start_nanio(workdir)
+    if proc is not None:
+        print(f"\nS3 tests: nanio at {endpoint}", file=sys.stderr)
+        try:
+            yield S3Server("nanio", endpoint)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return
+    print(f"\nS3 tests: falling back to moto ThreadedMotoServer because {why}", file=sys.stderr)
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    try:
+        yield S3Server("moto", f"http://127.0.0.1:{port}")
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_store(s3_server, monkeypatch):
+    """A fresh bucket on the test server, with the AWS_* variables pointing at it; yields s3://bucket/prefix."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    from keel.components._common import storage
+
+    bucket = f"keel-{uuid.uuid4().hex[:12]}"
+    storage.s3_client().make_bucket(bucket)
+    return f"s3://{bucket}/team-a"
+
+
+# -- upstream stand-ins ---------------------------------------------------------
+
+FEATURES = ["annual_income", "debt_to_income", "loan_amount", "term", "homeownership", "verified_income"]
+
+
+@dataclass
+class Upstream:
+    artifacts: dict  # input name -> Ref, exactly register_model's artifact inputs
+    pipeline: object  # the fitted pipeline that trained_model holds
+    test: object  # the test frame (features + __label__)
+
+
+def _stamp(content_hash: str, parents: list | None = None) -> dict:
+    return lineage.stamp(content_hash=content_hash, parents=parents or [], params={})
+
+
+@pytest.fixture
+def upstream(tmp_path, loans_sample):
+    """Every artifact input of register_model, made from the real loans data."""
+    import joblib
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    from keel.components.register.register import Ref
+
+    frame = loans_sample[FEATURES + ["grade"]].copy()
+    frame["__label__"] = frame.pop("grade").isin(["D", "E", "F", "G"]).astype(int)
+    train, test = frame.iloc[:1600].reset_index(drop=True), frame.iloc[1600:].reset_index(drop=True)
+    refs = {}
+
+    def dataset(name, data, parents=()):
+        path = str(tmp_path / f"{name}.parquet")
+        meta = tables.write_parquet(data, path)
+        meta.update(_stamp(meta["content_hash"], [{"name": p, "uri": refs[p].uri, "content_hash": refs[p].metadata["content_hash"]} for p in parents]))
+        refs[name] = Ref(path, f"s3://pipeline-root/run-1/{name}", meta)
+
+    dataset("raw", loans_sample)
+    dataset("valid", loans_sample, ["raw"])
+    dataset("cleaned", loans_sample, ["valid"])
+    dataset("train", train, ["cleaned"])
+    dataset("test", test, ["cleaned"])
+
+    numeric, categorical = FEATURES[:3], FEATURES[3:]
+    transformer = ColumnTransformer([
+        ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
+        ("cat", make_pipeline(SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore")), categorical),
+    ])
+    pipeline = Pipeline([("features", transformer), ("model", LogisticRegression(max_iter=500))])
+    pipeline.fit(train[FEATURES], train["__label__"])
+    joblib.dump(pipeline.named_steps["features"], tmp_path / "transformer.joblib")
+    # No recorded hash: register must hash the file itself.
+    refs["transformer"] = Ref(str(tmp_path / "transformer.joblib"), "s3://pipeline-root/run-1/transformer",
+                              {"created_by": "features-step", "parents": [{"name": "train"}]})
+    joblib.dump(pipeline, tmp_path / "model.joblib")
+    refs["trained_model"] = Ref(str(tmp_path / "model.joblib"), "s3://pipeline-root/run-1/trained_model", {
+        **_stamp(lineage.file_sha256(tmp_path / "model.joblib"), [{"name": "transformer"}]),
+        "framework": "sklearn", "family": "logistic_regression", "task": "binary",
+        "params": {"max_iter": 500.0}, "classes": ["grade_a_to_c", "grade_d_to_g"], "input_columns": FEATURES,
+        "n_features": float(len(pipeline.named_steps["features"].get_feature_names_out())), "train_rows": 1600.0,
+    })
+    schema = {"version": 1, "target": "grade", "columns": {c: {"type": "float", "nullable": True} for c in FEATURES}}
+    (tmp_path / "schema.json").write_text(json.dumps(schema))
+    refs["schema"] = Ref(str(tmp_path / "schema.json"), "s3://pipeline-root/run-1/schema", {})
+    # KFP keeps Metrics in metadata only: no file at the path.
+    refs["metrics"] = Ref(str(tmp_path / "metrics"), "s3://pipeline-root/run-1/metrics",
+                          {"accuracy": 0.84, "roc_auc": 0.79, "f1": 0.52, "pr_auc": 0.5})
+    (tmp_path / "card.md").write_text("# Model card\n")
+    (tmp_path / "card.html").write_text("<!doctype html><title>card</title>")
+    for name, file in (("card_md", "card.md"), ("card_html", "card.html")):
+        refs[name] = Ref(str(tmp_path / file), f"s3://pipeline-root/run-1/{name}", _stamp(lineage.file_sha256(tmp_path / file)))
+    return Upstream(refs, pipeline, test)

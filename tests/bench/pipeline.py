@@ -1,0 +1,108 @@
+"""make bench-pipeline: the local kfp pipeline vs the same stage functions in one process.
+
+Both sides run the default config end to end, in this run, on this machine:
+- pipeline: `keel run`'s path (pre-flight + kfp.local SubprocessRunner, one
+  process per step, artifacts through the local pipeline root);
+- baseline: every component's own Python function (`component.python_func`,
+  the very code each step executes) called in sequence in this process, with
+  the artifacts in a temporary directory.
+Prints one BENCH line per figure and exits 0 whether or not targets are met.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from kfp import dsl
+
+from keel.pipelines.config import DEFAULT_CONFIG, load_config, with_overrides
+
+
+def _bench(name, value, unit, baseline, baseline_value, target):
+    ratio = value / baseline_value if baseline_value else None
+    print("BENCH " + json.dumps({"name": name, "value": round(value, 3), "unit": unit, "baseline": baseline,
+                                 "baseline_value": round(baseline_value, 3) if baseline_value is not None else None,
+                                 "ratio": round(ratio, 3) if ratio is not None else None, "target": target}), flush=True)
+
+
+def in_process(cfg, workdir: Path) -> float:
+    """Runs every stage's component function in this process; returns seconds."""
+    from keel.pipelines import training as t
+
+    args = cfg.pipeline_arguments()
+    counter = iter(range(1000))
+
+    def art(cls, name):
+        a = cls(name=name, uri=str(workdir / f"{next(counter):02d}-{name}"))
+        return a
+
+    started = time.perf_counter()
+    raw = art(dsl.Dataset, "raw")
+    t.ingest_data.python_func(data=args["data"], target=args["target"], raw=raw)
+    report, summary = art(dsl.HTML, "profile"), art(dsl.Artifact, "summary")
+    t.profile_data.python_func(data=raw, target=args["target"], report=report, summary=summary)
+    valid, vq, schema, vreport = art(dsl.Dataset, "valid"), art(dsl.Dataset, "vq"), art(dsl.Artifact, "schema"), art(dsl.HTML, "vr")
+    t.validate_data.python_func(data=raw, target=args["target"], validation=args["validation"], valid=valid, quarantine=vq, schema=schema, report=vreport)
+    cleaned, cq, stats = art(dsl.Dataset, "cleaned"), art(dsl.Dataset, "cq"), art(dsl.Metrics, "stats")
+    t.clean_data.python_func(data=valid, target=args["target"], clean=args["clean"], cleaned=cleaned, quarantine=cq, stats=stats)
+    train, val, test = art(dsl.Dataset, "train"), art(dsl.Dataset, "val"), art(dsl.Dataset, "test")
+    t.split_data.python_func(data=cleaned, target=args["target"], split=args["split"], train=train, validation=val, test=test)
+    transformer, tf, vf = art(dsl.Model, "transformer"), art(dsl.Dataset, "tf"), art(dsl.Dataset, "vf")
+    t.engineer_features.python_func(train=train, validation=val, features=args["features"], transformer=transformer, train_features=tf, validation_features=vf)
+    model, tmetrics = art(dsl.Model, "model"), art(dsl.Metrics, "tm")
+    t.train_model.python_func(train_features=tf, validation_features=vf, transformer=transformer, target=args["target"], model=args["model"], trained_model=model, metrics=tmetrics)
+    metrics, cm, ereport = art(dsl.Metrics, "metrics"), art(dsl.ClassificationMetrics, "cm"), art(dsl.HTML, "er")
+    passed = t.evaluate_model.python_func(trained_model=model, test=test, target=args["target"], evaluation=args["evaluation"], metrics=metrics, classification_metrics=cm, report=ereport)
+    md, html = art(dsl.Markdown, "md"), art(dsl.HTML, "card")
+    t.write_model_card.python_func(raw=raw, profile_summary=summary, trained_model=model, metrics=metrics, target=args["target"], model_card=args["model_card"], card_md=md, card_html=html)
+    if passed:
+        bundle = art(dsl.Model, "bundle")
+        t.register_model.python_func(trained_model=model, schema=schema, metrics=metrics, card_md=md, card_html=html, raw=raw, valid=valid, cleaned=cleaned,
+                                     train=train, test=test, transformer=transformer, bundle=bundle,
+                                     **{k: args[k] for k in ("data", "target", "validation", "clean", "split", "features", "model", "evaluation", "registry")})
+    return time.perf_counter() - started
+
+
+def pipeline(cfg, warm_start: bool) -> float:
+    """`keel run`'s own path: pre-flight, then kfp.local."""
+    from keel.pipelines.local_run import run_checked
+
+    started = time.perf_counter()
+    run_checked(cfg, warm_start=warm_start)
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    os.environ.setdefault("KEEL_USER", "bench")
+    with tempfile.TemporaryDirectory(prefix="keel-bench-") as tmp:
+        base = load_config(DEFAULT_CONFIG)
+        work = Path(tmp, "inproc")
+        work.mkdir()
+        baseline = in_process(with_overrides(base, {"registry.store": str(Path(tmp, "inproc-store"))}), work)
+        print(f"in-process stage functions: {baseline:.1f} s", file=sys.stderr)
+        walls = {}
+        for warm in (True, False):
+            cfg = with_overrides(base, {"registry.store": str(Path(tmp, f"store-{warm}"))})
+            with open(Path(tmp, f"pipeline-{warm}.log"), "w") as log:  # keep step logs out of the figures
+                saved = os.dup(1)
+                os.dup2(log.fileno(), 1)
+                try:
+                    walls[warm] = pipeline(cfg, warm_start=warm)
+                finally:
+                    sys.stdout.flush()
+                    os.dup2(saved, 1)
+                    os.close(saved)
+            print(f"pipeline (warm start {'on' if warm else 'off'}): {walls[warm]:.1f} s", file=sys.stderr)
+        _bench("pipeline_local_wall", walls[True], "s", "stage_functions_in_process", baseline, "<=2.0")
+        _bench("pipeline_local_wall_cold_steps", walls[False], "s", "stage_functions_in_process", baseline, "informational")
+        _bench("pipeline_local_wall_abs", walls[True], "s", "budget_90s", 90.0, "<=1.0")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Compiled IR: matches the golden files, uploads as-is, and carries the config as defaults."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from google.protobuf import json_format
+
+from keel.components._common.images import COMPONENT_IMAGES
+from keel.pipelines.compile import compile_pipelines
+from keel.pipelines.config import DEFAULT_CONFIG, load_config, with_overrides
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory, monkeypatch_module):
+    out = tmp_path_factory.mktemp("ir")
+    return {p.stem: p for p in compile_pipelines(out)}
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("KEEL_IMAGE_REGISTRY", raising=False)
+        yield mp
+
+
+def test_every_pipeline_matches_its_golden_ir(compiled):
+    assert set(compiled) == {p.stem for p in GOLDEN.glob("*.yaml")}, "run `make golden` after adding a pipeline"
+    for name, path in compiled.items():
+        # Compare documents, not text: kfp's header comment prints struct
+        # defaults in protobuf map order, which changes between processes.
+        got, want = (list(yaml.safe_load_all(p.read_text())) for p in (path, GOLDEN / f"{name}.yaml"))
+        assert got == want, (
+            f"{name}: compiled IR differs from tests/golden/{name}.yaml; review the change, then `make golden`"
+        )
+
+
+def test_ir_parses_into_pipeline_spec_and_loads_back(compiled):
+    from kfp import components
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    for path in compiled.values():
+        docs = list(yaml.safe_load_all(path.read_text()))
+        spec = json_format.ParseDict(docs[0], pipeline_spec_pb2.PipelineSpec())
+        assert spec.pipeline_info.name == "keel-training"
+        loaded = components.load_component_from_file(str(path))
+        assert loaded.name == "keel-training"
+
+
+def test_ir_wires_every_stage_and_gates_registration(compiled):
+    doc = yaml.safe_load(compiled["training"].read_text())
+    executors = doc["deploymentSpec"]["executors"]
+    images = {e["container"]["image"] for e in executors.values()}
+    assert images <= set(COMPONENT_IMAGES.values()) and not any(i.endswith(":latest") for i in images)
+    assert not any("pip install" in " ".join(e["container"]["command"]) for e in executors.values())
+    tasks = doc["root"]["dag"]["tasks"]
+    assert {"ingest-data", "profile-data", "validate-data", "clean-data", "split-data", "engineer-features",
+            "train-model", "evaluate-model", "write-model-card"} <= set(tasks)
+    gate = tasks["condition-1"]
+    assert "evaluate-model" in gate["triggerPolicy"]["condition"]
+    inner = doc["components"][gate["componentRef"]["name"]]["dag"]["tasks"]
+    assert "register-model" in inner
+
+
+def test_config_values_become_the_parameter_defaults(tmp_path):
+    cfg = with_overrides(load_config(DEFAULT_CONFIG), {"model.family": "xgboost", "registry.store": "s3://models/keel"})
+    path = compile_pipelines(tmp_path, cfg)[0]
+    params = yaml.safe_load(path.read_text())["root"]["inputDefinitions"]["parameters"]
+    assert params["model"]["defaultValue"]["family"] == "xgboost"
+    assert params["registry"]["defaultValue"]["store"] == "s3://models/keel"
+    assert params["data"]["parameterType"] == "STRUCT"
