@@ -11,9 +11,15 @@ import datetime as dt
 import functools
 import getpass
 import hashlib
+import json
 import os
 import subprocess
 from pathlib import Path
+
+from keel.components._common.errors import StorageError
+
+# The keys stamp() adds; everything else in an artifact's metadata is its own content.
+STAMP_KEYS = frozenset({"content_hash", "parents", "code_version", "params", "created_by", "created_at"})
 
 
 @functools.lru_cache(maxsize=1)
@@ -66,3 +72,26 @@ def stamp(*, content_hash: str, parents: list[dict], params: dict | None = None,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         **extra,
     }
+
+
+def artifact_hash(artifact) -> str:
+    """The artifact's recorded content hash, else the sha256 of its file(s), else of its metadata."""
+    metadata = dict(getattr(artifact, "metadata", {}) or {})
+    if metadata.get("content_hash"):
+        return str(metadata["content_hash"])
+    path = Path(getattr(artifact, "path", "") or "")
+    if path.is_file():
+        return file_sha256(path)
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for item in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(f"{file_sha256(item)}  {item.relative_to(path).as_posix()}\n".encode())
+        return "sha256:" + digest.hexdigest()
+    # A Metrics artifact may live only in its metadata (KFP writes no file for it).
+    values = {k: v for k, v in metadata.items() if k not in STAMP_KEYS}
+    if not values:
+        raise StorageError(
+            f"{getattr(artifact, 'uri', '') or path}: has no content_hash, no file and no metadata, so its lineage "
+            "cannot be recorded; rerun the step that produces it"
+        )
+    return "sha256:" + hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()

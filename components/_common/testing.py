@@ -109,3 +109,44 @@ def s3_store(s3_server, monkeypatch):
     bucket = f"keel-{uuid.uuid4().hex[:12]}"
     storage.s3_client().make_bucket(bucket)
     return f"s3://{bucket}/team-a"
+
+
+# -- what split_data + engineer_features hand to the model stages ---------------------------------
+
+# Columns of the real loans data that leak `grade` or `interest_rate`, or are ids / free text.
+LOANS_LEAKY = ["grade", "sub_grade", "interest_rate", "installment", "loan_status", "balance", "paid_total", "paid_principal",
+               "paid_interest", "paid_late_fees", "issue_month", "initial_listing_status", "disbursement_method", "emp_title", "rownames"]
+
+
+def stage_inputs(frame, label, *, validation: bool = True, seed: int = 0) -> dict:
+    """Raw train/validation/test splits of `frame` with `label` as `__label__`, and the real features
+    stage fitted on train: {"transformer", "train_features", "validation_features", "test"}."""
+    from sklearn.model_selection import train_test_split
+
+    from keel.components._common.config import FeaturesSection
+    from keel.components._common.target import LABEL
+    from keel.components.features.features import engineer
+
+    raw = frame.drop(columns=LOANS_LEAKY).assign(**{LABEL: label.to_numpy()})
+
+    def stratify(part):
+        return part[LABEL] if label.dtype.kind == "i" else None
+
+    train_raw, rest = train_test_split(raw, test_size=0.4 if validation else 0.3, random_state=seed, stratify=stratify(raw))
+    if validation:
+        val_raw, test_raw = train_test_split(rest, test_size=0.5, random_state=seed, stratify=stratify(rest))
+    else:
+        val_raw, test_raw = rest.iloc[:0], rest
+    result = engineer(train_raw.reset_index(drop=True), val_raw.reset_index(drop=True), FeaturesSection())
+    return {"transformer": result.transformer, "train_features": result.train_features,
+            "validation_features": result.validation_features, "test": test_raw.reset_index(drop=True)}
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Two pytest workers share the cores; oversubscribed OpenMP threads (HistGradientBoosting,
+    XGBoost) slow several-fold, so model tests use one thread."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        yield

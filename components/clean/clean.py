@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from keel.components._common import dtypes
 from keel.components._common.config import CleanSection, TargetSection
 from keel.components._common.errors import ConfigError, DataError
 from keel.components._common.target import check_target
@@ -58,13 +59,10 @@ class CleanResult:
 
 def column_kind(series: pd.Series) -> str:
     """numeric, datetime or categorical (booleans count as categorical)."""
-    if pd.api.types.is_bool_dtype(series):
-        return "categorical"
-    if pd.api.types.is_numeric_dtype(series):
+    kind = dtypes.family(series)
+    if kind in ("integer", "float"):
         return "numeric"
-    if pd.api.types.is_datetime64_any_dtype(series):
-        return "datetime"
-    return "categorical"
+    return "datetime" if kind == "datetime" else "categorical"
 
 
 def clean_frame(frame: pd.DataFrame, target: TargetSection, config: CleanSection) -> CleanResult:

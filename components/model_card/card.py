@@ -14,7 +14,6 @@ in that timestamp.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import html
 import json
 from pathlib import Path
@@ -27,7 +26,6 @@ from keel.components._common.errors import DataError, StorageError
 TEMPLATES = Path(__file__).parent
 MAX_WARNINGS = 10
 TOP_FACTORS = 5
-_STAMP_KEYS = {"content_hash", "parents", "code_version", "params", "created_by", "created_at"}
 # Counts in a Metrics artifact that describe the evaluation data, not the model.
 _COUNT_KEYS = ("test_rows", "rows", "n_rows", "n_test", "support")
 # Below these, the card recommends caution instead of leaving it to the reader.
@@ -39,14 +37,10 @@ _WEAK_AUC = 0.6
 def artifact_lineage(name: str, artifact) -> dict:
     """One input's lineage row: URI, content hash (recorded, else the file's sha256) and stamp."""
     metadata = dict(getattr(artifact, "metadata", {}) or {})
-    digest = metadata.get("content_hash") or ""
-    path = Path(getattr(artifact, "path", "") or "")
-    if not digest and path.is_file():
-        digest = lineage.file_sha256(path)
-    if not digest:
-        # A Metrics artifact may live only in its metadata (KFP writes no file for it).
-        values = {k: v for k, v in metadata.items() if k not in _STAMP_KEYS}
-        digest = "sha256:" + hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
+    try:
+        digest = lineage.artifact_hash(artifact)
+    except StorageError:  # the card documents what is known; register is the step that insists
+        digest = "not recorded"
     return {
         "name": name,
         "uri": str(getattr(artifact, "uri", "") or ""),
@@ -180,7 +174,7 @@ def build_context(
     raw_meta = dict(raw.metadata or {})
     model_meta = dict(trained_model.metadata or {})
     metric_meta = dict(metrics.metadata or {})
-    values = {k: v for k, v in metric_meta.items() if k not in _STAMP_KEYS and _is_number(v)}
+    values = {k: v for k, v in metric_meta.items() if k not in lineage.STAMP_KEYS and _is_number(v)}
     counts = {k: _number(values.pop(k)) for k in _COUNT_KEYS if k in values}
     scores = {k: float(values[k]) for k in sorted(values)}
 

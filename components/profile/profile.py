@@ -30,6 +30,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from keel.components._common import dtypes
 from keel.components._common.config import TargetSection
 from keel.components._common.target import check_target, classes_for
 
@@ -84,24 +85,13 @@ def profile(frame: pd.DataFrame, target: TargetSection) -> dict:
 
 def column_kind(series: pd.Series) -> str:
     """numeric, categorical, boolean, datetime or text, from the dtype and, for objects, the values."""
-    if pd.api.types.is_bool_dtype(series):
-        return "boolean"
-    if pd.api.types.is_datetime64_any_dtype(series):
-        return "datetime"
-    if pd.api.types.is_numeric_dtype(series):
+    kind = dtypes.family(series)
+    if kind == "values":
+        kind = dtypes.value_type(series)
+    if kind in ("integer", "float"):
         return "numeric"
-    if isinstance(series.dtype, pd.CategoricalDtype):
-        inferred = pd.api.types.infer_dtype(series.cat.categories, skipna=True)
-    else:
-        inferred = pd.api.types.infer_dtype(series, skipna=True)
-    # Object columns hold whatever the reader produced: bools with nulls,
-    # Decimals, datetime objects; describe them by their values.
-    if inferred == "boolean":
-        return "boolean"
-    if inferred in ("integer", "floating", "mixed-integer-float", "decimal"):
-        return "numeric"
-    if inferred in ("datetime", "datetime64", "date"):
-        return "datetime"
+    if kind in ("boolean", "datetime"):
+        return kind
     distinct, present = _hashable(series).nunique(), int(series.notna().sum())
     if distinct > TEXT_MIN_DISTINCT and distinct > TEXT_SHARE * present:
         return "text"

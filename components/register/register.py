@@ -7,7 +7,6 @@ Kept free of KFP: the inputs are anything with `.uri`, `.path` and `.metadata`
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import urllib.parse
 from dataclasses import dataclass, field
@@ -25,7 +24,6 @@ INPUT_ARTIFACTS = ("trained_model", "schema", "metrics", "card_md", "card_html",
                    "raw", "valid", "cleaned", "train", "test", "transformer")
 # Inputs whose file goes into the bundle, and under which name.
 BUNDLED = {"trained_model": b.MODEL_FILE, "schema": b.SCHEMA_FILE, "card_md": b.CARD_MD_FILE, "card_html": b.CARD_HTML_FILE}
-_STAMP_KEYS = {"content_hash", "parents", "code_version", "params", "created_by", "created_at"}
 
 
 @dataclass
@@ -53,27 +51,7 @@ class Registered:
         return f"v{self.version}"
 
 
-def content_hash(artifact) -> str:
-    """The artifact's recorded content hash, else the sha256 of its file(s), else of its metadata."""
-    metadata = dict(getattr(artifact, "metadata", {}) or {})
-    if metadata.get("content_hash"):
-        return str(metadata["content_hash"])
-    path = Path(getattr(artifact, "path", "") or "")
-    if path.is_file():
-        return lineage.file_sha256(path)
-    if path.is_dir():
-        digest = hashlib.sha256()
-        for item in sorted(p for p in path.rglob("*") if p.is_file()):
-            digest.update(f"{lineage.file_sha256(item)}  {item.relative_to(path).as_posix()}\n".encode())
-        return "sha256:" + digest.hexdigest()
-    # A Metrics artifact may live only in its metadata (KFP writes no file for it).
-    values = {k: v for k, v in metadata.items() if k not in _STAMP_KEYS}
-    if not values:
-        raise StorageError(
-            f"{getattr(artifact, 'uri', '') or path}: has no content_hash, no file and no metadata, so its lineage "
-            "cannot be recorded; rerun the step that produces it"
-        )
-    return "sha256:" + hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
+content_hash = lineage.artifact_hash  # kept for callers of register.content_hash
 
 
 def artifact_record(artifact) -> dict:
@@ -93,7 +71,7 @@ def numeric_metrics(metadata: Mapping) -> dict[str, float]:
     return {
         str(k): float(v)
         for k, v in sorted(dict(metadata or {}).items())
-        if k not in _STAMP_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)
+        if k not in lineage.STAMP_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)
     }
 
 

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError, model_validator
 
+from keel.components._common import dtypes
 from keel.components._common.config import format_validation_error
 from keel.components._common.errors import ConfigError, DataError
 
@@ -118,29 +119,12 @@ def column_type(series: pd.Series) -> str:
     Raises:
         DataError: a dtype the schema cannot describe (timedelta, complex, period, interval).
     """
+    kind = dtypes.family(series)
+    if kind in ("boolean", "integer", "float", "datetime"):
+        return kind
+    if kind == "values":  # mixed values come out as "string" and fail as "not a string"
+        return dtypes.value_type(series)
     dtype = series.dtype
-    if isinstance(dtype, pd.CategoricalDtype):
-        return column_type(pd.Series(dtype.categories))
-    if pd.api.types.is_bool_dtype(dtype):
-        return "boolean"
-    if pd.api.types.is_datetime64_any_dtype(dtype):
-        return "datetime"
-    if pd.api.types.is_integer_dtype(dtype):
-        return "integer"
-    if pd.api.types.is_float_dtype(dtype):
-        return "float"
-    if pd.api.types.is_string_dtype(dtype):  # object and pandas "string"
-        inferred = pd.api.types.infer_dtype(series, skipna=True)
-        return {
-            "boolean": "boolean",
-            "integer": "integer",
-            "floating": "float",
-            "mixed-integer-float": "float",
-            "decimal": "float",
-            "datetime": "datetime",
-            "datetime64": "datetime",
-            "date": "datetime",
-        }.get(inferred, "string")  # string, empty, and mixed values: mixed ones fail as "not a string"
     raise DataError(
         f"column {series.name!r}: dtype {dtype} cannot be described by a schema "
         f"(types: {', '.join(TYPES)}); convert it at the source or add it to data.drop_columns"

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from keel.components._common import dtypes
 from keel.components._common.config import TargetSection, ValidationSection
 from keel.components._common.errors import ConfigError, DataError
 from keel.components.validate.schema import ColumnSchema, Schema, infer_schema
@@ -144,7 +145,7 @@ def validate(frame: pd.DataFrame, schema: Schema, schema_source: str = INFERRED)
         if spec.nullable and len(series) and null.mean() > spec.max_null_rate:
             column_issues.append(ColumnIssue(name, "null_rate", f"{name}: {null.mean():.1%} null, above max_null_rate {spec.max_null_rate:.1%}"))
         row_issues.extend(_row_issues(series, name, spec, values, bad, null))
-        if _family(series) == "values" and spec.type != "string":
+        if dtypes.family(series) == "values" and spec.type != "string":
             converted[name] = (values, spec.type)
     valid, quarantine = _split(frame, row_issues, converted)
     return ValidationResult(schema, schema_source, int(len(frame)), valid, quarantine, column_issues, row_issues)
@@ -166,27 +167,9 @@ def _column_presence(frame: pd.DataFrame, schema: Schema) -> list[ColumnIssue]:
     return issues
 
 
-def _family(series: pd.Series) -> str:
-    """The dtype family: boolean, integer, float, datetime, values (object, string, category), other."""
-    dtype = series.dtype
-    if isinstance(dtype, pd.CategoricalDtype):
-        return "values"
-    if pd.api.types.is_bool_dtype(dtype):
-        return "boolean"
-    if pd.api.types.is_datetime64_any_dtype(dtype):
-        return "datetime"
-    if pd.api.types.is_integer_dtype(dtype):
-        return "integer"
-    if pd.api.types.is_float_dtype(dtype):
-        return "float"
-    if pd.api.types.is_string_dtype(dtype):
-        return "values"
-    return "other"
-
-
 def _check_type(series: pd.Series, name: str, spec: ColumnSchema) -> tuple[ColumnIssue | None, pd.Series, np.ndarray]:
     """(type issue or None, the values converted to the schema type, mask of values that did not convert)."""
-    family = _family(series)
+    family = dtypes.family(series)
     if family not in _COMPATIBLE[spec.type]:
         return ColumnIssue(name, "type_mismatch", f"{name}: dtype {series.dtype} cannot hold {spec.type} values"), series, np.zeros(len(series), bool)
     values, bad = convert(series, spec.type)
@@ -205,7 +188,7 @@ def convert(series: pd.Series, kind: str) -> tuple[pd.Series, np.ndarray]:
          boolean mask of non-null values that could not be converted).
     """
     null = series.isna().to_numpy()
-    family = _family(series)
+    family = dtypes.family(series)
     if kind in ("integer", "float"):
         if family in ("integer", "float"):
             values = series.astype("float64")

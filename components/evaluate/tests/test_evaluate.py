@@ -6,21 +6,15 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
-from sklearn.model_selection import train_test_split
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from keel.components._common import tables
+from keel.components._common.testing import one_thread, stage_inputs  # noqa: F401 (fixture)
 from keel.components._common.config import EvaluationSection, ModelSection, TargetSection
 from keel.components._common.errors import ConfigError, DataError
 from keel.components._common.target import LABEL
 from keel.components.evaluate import metrics as m
 from keel.components.evaluate.evaluate import class_names, evaluate, evaluate_files, render_report
 
-LEAKY = ["grade", "sub_grade", "interest_rate", "installment", "loan_status", "balance", "paid_total", "paid_principal",
-         "paid_interest", "paid_late_fees", "issue_month", "initial_listing_status", "disbursement_method", "emp_title", "rownames"]
 BINARY = TargetSection(column="grade", positive_values=["D", "E", "F", "G"])
 MULTICLASS = TargetSection(column="grade", task="multiclass")
 REGRESSION = TargetSection(column="interest_rate", task="regression")
@@ -165,29 +159,16 @@ def test_available_metrics_per_task():
 def _trained(frame: pd.DataFrame, label: pd.Series, target: TargetSection, classes, family="xgboost") -> dict:
     from keel.components.train.train import fit
 
-    raw = frame.drop(columns=LEAKY).assign(**{LABEL: label.to_numpy()})
-    train_raw, test_raw = train_test_split(raw, test_size=0.3, random_state=0)
-    columns = [c for c in raw.columns if c != LABEL]
-    numeric = [c for c in columns if pd.api.types.is_numeric_dtype(raw[c])]
-    transformer = ColumnTransformer([
-        ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
-        ("cat", make_pipeline(SimpleImputer(strategy="constant", fill_value="missing"),
-                              OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=5, sparse_output=False)),
-         [c for c in columns if c not in numeric]),
-    ]).set_output(transform="pandas").fit(train_raw[columns])
-    features = transformer.transform(train_raw[columns]).assign(**{LABEL: train_raw[LABEL].to_numpy()})
+    inputs = stage_inputs(frame, label, validation=False)
     params = {"n_estimators": 20} if family == "xgboost" else {}
-    trained = fit(features, features.iloc[:0], transformer, target, ModelSection(family=family, params=params), classes)
-    return {"pipeline": trained.pipeline, "info": trained.metadata, "test": test_raw.reset_index(drop=True)}
+    trained = fit(inputs["train_features"], inputs["validation_features"], inputs["transformer"], target,
+                  ModelSection(family=family, params=params), classes)
+    return {"pipeline": trained.pipeline, "info": trained.metadata, "test": inputs["test"]}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two pytest workers share the cores; oversubscribed OpenMP threads slow XGBoost several-fold.
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1):
-        yield
+def _single_thread(one_thread):
+    yield
 
 
 @pytest.fixture(scope="module")

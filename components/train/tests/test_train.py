@@ -9,20 +9,17 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
-from sklearn.model_selection import train_test_split
-from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from keel.components._common import tables
+from keel.components._common.testing import one_thread, stage_inputs  # noqa: F401 (fixture)
 from keel.components._common.config import ModelSection, TargetSection
 from keel.components._common.errors import ConfigError, DataError
 from keel.components._common.target import LABEL
 from keel.components.train.estimators import ESTIMATORS, build, check_params
 from keel.components.train.train import fit, train
 
-LEAKY = ["grade", "sub_grade", "interest_rate", "installment", "loan_status", "balance", "paid_total", "paid_principal",
-         "paid_interest", "paid_late_fees", "issue_month", "initial_listing_status", "disbursement_method", "emp_title", "rownames"]
 BINARY = TargetSection(column="grade", positive_values=["D", "E", "F", "G"])
 MULTICLASS = TargetSection(column="grade", task="multiclass")
 REGRESSION = TargetSection(column="interest_rate", task="regression")
@@ -32,36 +29,12 @@ FAST = {"logistic_regression": {}, "linear_regression": {}, "random_forest": {"n
 
 
 def prepare(frame: pd.DataFrame, label: pd.Series) -> dict:
-    """What split_data + engineer_features hand to train: raw splits, a fitted transformer, engineered frames."""
-    raw = frame.drop(columns=LEAKY).assign(**{LABEL: label.to_numpy()})
-    stratify = raw[LABEL] if label.dtype.kind == "i" else None
-    train_raw, rest = train_test_split(raw, test_size=0.4, random_state=0, stratify=stratify)
-    val_raw, test_raw = train_test_split(rest, test_size=0.5, random_state=0, stratify=None if stratify is None else rest[LABEL])
-    columns = [c for c in raw.columns if c != LABEL]
-    numeric = [c for c in columns if pd.api.types.is_numeric_dtype(raw[c])]
-    categorical = [c for c in columns if c not in numeric]
-    transformer = ColumnTransformer([
-        ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
-        ("cat", make_pipeline(SimpleImputer(strategy="constant", fill_value="missing"),
-                              OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=5, sparse_output=False)), categorical),
-    ]).set_output(transform="pandas")
-    transformer.fit(train_raw[columns])
-
-    def engineered(part):
-        return transformer.transform(part[columns]).assign(**{LABEL: part[LABEL].to_numpy()}).reset_index(drop=True)
-
-    return {"transformer": transformer, "test": test_raw.reset_index(drop=True),
-            "train_features": engineered(train_raw), "validation_features": engineered(val_raw)}
+    return stage_inputs(frame, label)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tests run two pytest workers on shared cores; OpenMP's spinning threads
-    # (HistGradientBoosting, XGBoost) slow several-fold when oversubscribed.
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1):
-        yield
+def _single_thread(one_thread):
+    yield
 
 
 @pytest.fixture(scope="module")
@@ -284,8 +257,8 @@ def test_missing_label_column_is_a_data_error(binary):
 
 def test_missing_values_are_refused_only_by_families_that_cannot_take_them(binary):
     train_frame = binary["train_features"].copy()
-    train_frame.loc[:9, "num__annual_income"] = np.nan
-    expected = r"^train_features: column\(s\) \['num__annual_income'\] have missing values, which LogisticRegression cannot take"
+    train_frame.loc[:9, "numeric__annual_income"] = np.nan
+    expected = r"^train_features: column\(s\) \['numeric__annual_income'\] have missing values, which LogisticRegression cannot take"
     with pytest.raises(DataError, match=expected):
         _fit(binary, BINARY, "logistic_regression", train=train_frame)
     assert _fit(binary, BINARY, "gradient_boosting", train=train_frame).metrics["train_accuracy"] > 0.5
@@ -293,20 +266,20 @@ def test_missing_values_are_refused_only_by_families_that_cannot_take_them(binar
 
 def test_infinite_and_non_numeric_features_are_data_errors(binary):
     infinite = binary["train_features"].copy()
-    infinite.loc[0, "num__loan_amount"] = np.inf
-    with pytest.raises(DataError, match=r"num__loan_amount'\] hold infinite values"):
+    infinite.loc[0, "numeric__loan_amount"] = np.inf
+    with pytest.raises(DataError, match=r"numeric__loan_amount'\] hold infinite values"):
         _fit(binary, BINARY, "xgboost", train=infinite)
-    text = binary["validation_features"].astype({"num__loan_amount": str})
-    with pytest.raises(DataError, match=r"^validation_features: column\(s\) \['num__loan_amount'\] are not numeric"):
+    text = binary["validation_features"].astype({"numeric__loan_amount": str})
+    with pytest.raises(DataError, match=r"^validation_features: column\(s\) \['numeric__loan_amount'\] are not numeric"):
         _fit(binary, BINARY, "xgboost", validation=text)
 
 
 def test_features_from_another_run_are_refused(binary):
-    other = binary["train_features"].drop(columns=["num__loan_amount"])
+    other = binary["train_features"].drop(columns=["numeric__loan_amount"])
     with pytest.raises(DataError, match="^validation_features: columns differ from train_features"):
         _fit(binary, BINARY, "xgboost", train=other)
     with pytest.raises(DataError, match="transformer produces"):
-        _fit(binary, BINARY, "xgboost", train=other, validation=binary["validation_features"].drop(columns=["num__loan_amount"]))
+        _fit(binary, BINARY, "xgboost", train=other, validation=binary["validation_features"].drop(columns=["numeric__loan_amount"]))
 
 
 def test_a_class_with_no_training_rows_is_named(multiclass):
