@@ -73,6 +73,7 @@ def training_pipeline(
         metrics=evaluated.outputs["metrics"],
         target=target,
         model_card=model_card,
+        registry=registry,
     ).set_display_name("model-card")
     # A model that misses its thresholds is evaluated and documented, never registered.
     with dsl.If(evaluated.outputs["Output"] == True, name="metrics-gate-passed"):  # noqa: E712 (KFP condition)

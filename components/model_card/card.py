@@ -158,6 +158,7 @@ def build_context(
     target: TargetSection,
     card: ModelCardSection,
     generated_at: str,
+    model_name: str = "",
 ) -> dict[str, Any]:
     """Everything the templates show, as plain data (also handy to test or export).
 
@@ -169,6 +170,7 @@ def build_context(
         target: the target config section.
         card: the model_card config section (owners, intended use, limitations, ethics).
         generated_at: the timestamp printed on the card; the only varying part.
+        model_name: the registry name the model is published under (registry.model_name).
     """
     summary = read_summary(profile_summary)
     raw_meta = dict(raw.metadata or {})
@@ -187,7 +189,8 @@ def build_context(
     train_rows = _number(model_meta.get("train_rows"))
 
     return {
-        "title": f"Model card: {family.replace('_', ' ')} ({task}) predicting {target.column!r}",
+        "title": f"Model card: {model_name + ', ' if model_name else ''}{family.replace('_', ' ')} ({task}) predicting {target.column!r}",
+        "model_name": model_name or "not registered",
         "generated_at": generated_at,
         "model": {
             "family": family,
@@ -284,12 +287,13 @@ def write_model_card(
     md_path: str,
     html_path: str,
     generated_at: str | None = None,
+    model_name: str = "",
 ) -> dict:
     """Builds and writes the card; returns the title, the inputs' lineage rows and both files' hashes."""
     generated_at = generated_at or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     context = build_context(
         raw=raw, profile_summary=profile_summary, trained_model=trained_model, metrics=metrics,
-        target=target, card=card, generated_at=generated_at,
+        target=target, card=card, generated_at=generated_at, model_name=model_name,
     )
     markdown, page = render(context)
     storage.write_bytes(md_path, markdown.encode())

@@ -14,6 +14,7 @@ def write_model_card(
     metrics: Input[Metrics],
     target: dict,
     model_card: dict,
+    registry: dict,
     card_md: Output[Markdown],
     card_html: Output[HTML],
 ):
@@ -26,11 +27,12 @@ def write_model_card(
         metrics: the evaluation metrics.
         target: the `target` config section.
         model_card: the `model_card` config section (owners, intended_use, limitations, ethical_considerations).
+        registry: the `registry` config section (the card names the model as it is registered).
         card_md: the card as Markdown (rendered by the Kubeflow dashboard).
         card_html: the card as a self-contained HTML page.
     """
     from keel.components._common import lineage
-    from keel.components._common.config import ModelCardSection, TargetSection
+    from keel.components._common.config import ModelCardSection, RegistrySection, TargetSection
     from keel.components._common.errors import user_errors
     from keel.components.model_card.card import write_model_card as write_card
 
@@ -40,6 +42,7 @@ def write_model_card(
         result = write_card(
             raw=raw, profile_summary=profile_summary, trained_model=trained_model, metrics=metrics,
             target=target_cfg, card=card_cfg, md_path=card_md.path, html_path=card_html.path,
+            model_name=RegistrySection.parse(registry, "registry").model_name,
         )
         parents = [{"name": r["name"], "uri": r["uri"], "content_hash": r["content_hash"]} for r in result["lineage"]]
         for artifact, digest in ((card_md, result["md_hash"]), (card_html, result["html_hash"])):

@@ -59,7 +59,7 @@ def in_process(cfg, workdir: Path) -> float:
     metrics, cm, ereport = art(dsl.Metrics, "metrics"), art(dsl.ClassificationMetrics, "cm"), art(dsl.HTML, "er")
     passed = t.evaluate_model.python_func(trained_model=model, test=test, target=args["target"], evaluation=args["evaluation"], metrics=metrics, classification_metrics=cm, report=ereport)
     md, html = art(dsl.Markdown, "md"), art(dsl.HTML, "card")
-    t.write_model_card.python_func(raw=raw, profile_summary=summary, trained_model=model, metrics=metrics, target=args["target"], model_card=args["model_card"], card_md=md, card_html=html)
+    t.write_model_card.python_func(raw=raw, profile_summary=summary, trained_model=model, metrics=metrics, target=args["target"], model_card=args["model_card"], registry=args["registry"], card_md=md, card_html=html)
     if passed:
         bundle = art(dsl.Model, "bundle")
         t.register_model.python_func(trained_model=model, schema=schema, metrics=metrics, card_md=md, card_html=html, raw=raw, valid=valid, cleaned=cleaned,

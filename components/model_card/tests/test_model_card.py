@@ -204,15 +204,16 @@ def test_component_writes_both_cards_with_lineage(inputs, tmp_path):
         "metrics": dsl.Metrics(uri=inputs["metrics"].path, metadata=inputs["metrics"].metadata),
     }
     md, page = dsl.Markdown(uri=str(tmp_path / "out" / "card.md")), dsl.HTML(uri=str(tmp_path / "out" / "card.html"))
-    write_model_card.python_func(**kfp_inputs, target=TARGET.model_dump(), model_card={"owners": ["x"]}, card_md=md, card_html=page)
+    write_model_card.python_func(**kfp_inputs, target=TARGET.model_dump(), model_card={"owners": ["x"]}, registry={"model_name": "loans-risk"}, card_md=md, card_html=page)
     assert md.metadata["content_hash"] == lineage.file_sha256(md.path)
     assert page.metadata["content_hash"] == lineage.file_sha256(page.path)
     assert [p["name"] for p in md.metadata["parents"]] == ["raw", "profile_summary", "trained_model", "metrics"]
     assert all(p["content_hash"].startswith("sha256:") for p in md.metadata["parents"])
     assert open(page.path).read().startswith("<!doctype html>")
+    assert "Registered name | loans-risk" in open(md.path).read() and md.metadata["title"].startswith("Model card: loans-risk, ")
 
     with pytest.raises(SystemExit) as exc:  # a bad config field is one line and exit 2
-        write_model_card.python_func(**kfp_inputs, target=TARGET.model_dump(), model_card={"owner": "x"}, card_md=md, card_html=page)
+        write_model_card.python_func(**kfp_inputs, target=TARGET.model_dump(), model_card={"owner": "x"}, registry={"model_name": "loans-risk"}, card_md=md, card_html=page)
     assert exc.value.code == 2
 
 
@@ -227,6 +228,6 @@ def test_component_compiles(tmp_path):
     spec = yaml.safe_load(out.read_text())
     component = next(iter(spec["components"].values()))
     assert set(component["inputDefinitions"]["artifacts"]) == {"raw", "profile_summary", "trained_model", "metrics"}
-    assert set(component["inputDefinitions"]["parameters"]) == {"target", "model_card"}
+    assert set(component["inputDefinitions"]["parameters"]) == {"target", "model_card", "registry"}
     assert set(component["outputDefinitions"]["artifacts"]) == {"card_md", "card_html"}
     assert component["outputDefinitions"]["artifacts"]["card_md"]["artifactType"]["schemaTitle"] == "system.Markdown"
