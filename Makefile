@@ -14,6 +14,8 @@ EXTRAS ?= serving,dev
 STAMP := $(VENV)/.installed
 CONFIG ?= pipelines/configs/default.yaml
 PYTEST_ARGS ?=
+# pyflakes' checks and syntax errors; tests/test_lint.py runs the same in `make test`.
+RUFF_ARGS := --select F,E9 --target-version py311
 
 .PHONY: install run test test-fast compile golden bench lint clean help
 
@@ -29,10 +31,11 @@ $(STAMP): setup.cfg $(CONSTRAINTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c $(CONSTRAINTS) pip setuptools wheel
 	rm -rf build/editable && mkdir -p build/editable
-	$(PY) -c "from setuptools import build_meta as b; print(b.build_editable('build/editable'))"
+	$(PY) -c "from setuptools import build_meta as b; b.build_editable('build/editable')" > build/editable.log 2>&1 \
+		|| { cat build/editable.log; exit 1; }
 	$(PIP) install -q -c $(CONSTRAINTS) "$$(ls build/editable/*.whl)[$(EXTRAS)]"
 	$(PIP) install -q --no-deps -c $(CONSTRAINTS) kubeflow-katib kubeflow-training retrying
-	rm -rf build/editable
+	rm -rf build/editable build/editable.log
 	touch $(STAMP)
 
 run: install
@@ -57,7 +60,7 @@ bench-%: install
 	$(PY) tests/bench/$(subst -,_,$*).py
 
 lint: install
-	$(PY) -m compileall -q components pipelines tests
+	$(VENV)/bin/ruff check $(RUFF_ARGS) components pipelines tests
 
 clean:
 	rm -rf runs dist build .bench
