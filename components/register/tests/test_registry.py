@@ -195,7 +195,7 @@ def test_relative_store_is_recorded_absolute(tmp_path, monkeypatch):
     assert reg.uri("m", 1) == str(tmp_path / "runs" / "registry" / "m" / "v1")
 
 
-# -- S3 (a real server: nanio, else moto) -------------------------------------------
+# -- S3 (a real server: nanio) ----------------------------------------------------
 
 
 def test_s3_publish_verify_and_latest(s3_store, s3_server):
@@ -280,9 +280,7 @@ def test_s3_racing_publishers_get_distinct_versions(s3_store):
     assert reg.versions("m") == sorted(versions)
 
 
-def test_s3_bad_credentials_are_one_clear_error(s3_store, s3_server, monkeypatch):
-    if s3_server.kind != "nanio":
-        pytest.skip("moto does not check request signatures")
+def test_s3_bad_credentials_are_one_clear_error(s3_store, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
     with pytest.raises(StorageError, match="S3 request failed"):
         Registry(s3_store).versions("m")
