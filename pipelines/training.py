@@ -48,6 +48,9 @@ def training_pipeline(
     registry: dict,
 ) -> TrainingOutputs:
     ingest = ingest_data(data=data, target=target).set_display_name("ingest")
+    # KFP caches a step by its inputs. Ingest's inputs name the source, not its
+    # content, so a changed table at the same URI would be served stale.
+    ingest.set_caching_options(enable_caching=False)
     raw = ingest.outputs["raw"]
     profile = profile_data(data=raw, target=target).set_display_name("profile")
     validate = validate_data(data=raw, target=target, validation=validation).set_display_name("validate")
@@ -98,7 +101,7 @@ def training_pipeline(
             model=model,
             evaluation=evaluation,
             registry=registry,
-        ).set_display_name("register")
+        ).set_display_name("register").set_caching_options(enable_caching=False)  # each run publishes its own version
     return TrainingOutputs(
         passed=evaluated.outputs["Output"],
         metrics=evaluated.outputs["metrics"],

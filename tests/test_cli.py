@@ -39,6 +39,12 @@ def test_help_explains_every_command():
     assert "--data" in run_help and "--target" in run_help and "--runner" in run_help
 
 
+@pytest.mark.parametrize("config", sorted(Path("pipelines/configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_example_config_passes_preflight(config, capsys):
+    assert main(["check", str(config)]) == 0
+    assert capsys.readouterr().out.startswith("ok: ")
+
+
 def test_check_passes_on_the_default_config(capsys):
     assert main(["check"]) == 0
     out = capsys.readouterr().out

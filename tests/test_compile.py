@@ -62,6 +62,10 @@ def test_ir_wires_every_stage_and_gates_registration(compiled):
     assert "evaluate-model" in gate["triggerPolicy"]["condition"]
     inner = doc["components"][gate["componentRef"]["name"]]["dag"]["tasks"]
     assert "register-model" in inner
+    # Never served from KFP's cache: ingest reads a source that can change, register publishes a version.
+    assert not tasks["ingest-data"]["cachingOptions"].get("enableCache")
+    assert not inner["register-model"]["cachingOptions"].get("enableCache")
+    assert tasks["train-model"]["cachingOptions"]["enableCache"] is True
 
 
 def test_config_values_become_the_parameter_defaults(tmp_path):
