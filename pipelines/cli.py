@@ -1,7 +1,9 @@
 """`keel`: run, check and compile Keel pipelines.
 
 User errors (bad config, bad data) print one `keel: error:` line and exit 2;
-a failed pipeline step exits 1; anything else is a bug and keeps its traceback.
+a failed pipeline step exits 1; a model that misses its evaluation thresholds
+(documented, not registered) exits 3; anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ import time
 
 from keel.components._common.errors import KeelError
 
-EXIT_USER_ERROR = 2
 EXIT_STEP_FAILED = 1
+EXIT_USER_ERROR = 2
+# The pipeline ran, but the model missed its thresholds and was not registered:
+# automation (CI, cron) must be able to tell that from a registered model.
+EXIT_GATE_FAILED = 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -119,7 +124,7 @@ def cmd_run(args) -> int:
 
     summary = run_checked(cfg, runner=args.runner, verbose=args.verbose, warm_start=None if args.warm_start else False, on_checked=announce)  # None: KEEL_WARM_START decides
     print_summary(cfg, summary, time.perf_counter() - started)
-    return 0
+    return 0 if summary.passed else EXIT_GATE_FAILED
 
 
 def cmd_compile(args) -> int:

@@ -40,7 +40,6 @@ class PipelineFailed(KeelError):
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STARTED = re.compile(r"Executing task '([\w-]+)'")
 _FINISHED = re.compile(r"Task '([\w-]+)' finished with status (\w+)")
-_SKIPPED = re.compile(r"Skipping (?:conditional )?task '?([\w-]+)'?")
 
 
 class ProgressLog(io.TextIOBase):
@@ -79,9 +78,6 @@ class ProgressLog(io.TextIOBase):
             self.done += 1
             seconds = time.perf_counter() - self.started.get(match[1], time.perf_counter())
             self._say(f"  [{self.done:>2}/{self.total}] {match[1]:<18} {match[2].lower():<8} {seconds:5.1f} s")
-        elif match := _SKIPPED.search(line):
-            self.done += 1
-            self._say(f"  [{self.done:>2}/{self.total}] {match[1]} skipped ({line.split(':', 1)[-1].strip()[:120]})")
         elif "keel: error:" in line:
             message = line[line.index("keel: error:"):].strip()
             self.step_errors.append(message)

@@ -11,9 +11,9 @@ from keel.components._common.tables import read_parquet
 from keel.components._common.target import LABEL
 from keel.components.register.bundle import load_bundle
 from keel.components.register.registry import Registry
-from keel.pipelines.cli import EXIT_STEP_FAILED, main
+from keel.pipelines.cli import EXIT_GATE_FAILED, EXIT_STEP_FAILED, main
 from keel.pipelines.config import DEFAULT_CONFIG, load_config, with_overrides
-from keel.pipelines.local_run import STEPS, run_local
+from keel.pipelines.local_run import STEPS, collect, run_local
 
 pytestmark = pytest.mark.slow
 SAMPLE = 3000
@@ -98,7 +98,11 @@ def test_cold_steps_give_the_same_result_as_warm_start(first_run, tmp_path):
 
 def test_a_failing_gate_documents_but_does_not_register(tmp_path, capsys):
     cfg = _config(tmp_path, **{"evaluation.min": {"roc_auc": 0.99}})
-    run = run_local(cfg)
+    config = tmp_path / "c.json"
+    config.write_text(cfg.model_dump_json())
+    assert main(["run", str(config)]) == EXIT_GATE_FAILED
+    assert "gate:       FAILED (roc_auc>=0.99) -> model not registered" in capsys.readouterr().out
+    run = collect(max((tmp_path / "pipeline_root").glob("keel-training-*")))
     assert run.passed is False and "register-model" not in run.steps
     assert run.artifact("write-model-card", "card_md") is not None
     assert Registry(str(tmp_path)).versions(cfg.registry.model_name) == []
