@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--runner", default="local", help="where steps run: local (subprocesses of this environment)")
     run.add_argument("--no-warm-start", dest="warm_start", action="store_false",
                      help="start every step as a cold interpreter (default: fork steps from a pre-imported process; also KEEL_WARM_START=0)")
+    run.add_argument("--no-cache", dest="cache", action="store_false",
+                     help="run every step (default: steps whose code and inputs are unchanged since an earlier run, "
+                          "e.g. before a crash, are reused from the local cache)")
     run.add_argument("-v", "--verbose", action="store_true", help="stream every step's full log (default: one line per step; the full log is saved in the run directory)")
     _add_override_flags(run)
 
@@ -122,7 +125,8 @@ def cmd_run(args) -> int:
         print(f"keel: {cfg.name}: {len(frame):,} rows x {frame.shape[1]} columns from {cfg.data.source}; "
               f"running the training pipeline ({args.runner} runner)", flush=True)
 
-    summary = run_checked(cfg, runner=args.runner, verbose=args.verbose, warm_start=None if args.warm_start else False, on_checked=announce)  # None: KEEL_WARM_START decides
+    summary = run_checked(cfg, runner=args.runner, verbose=args.verbose, warm_start=None if args.warm_start else False,
+                          cache=args.cache, on_checked=announce)  # None: KEEL_WARM_START decides
     print_summary(cfg, summary, time.perf_counter() - started)
     return 0 if summary.passed else EXIT_GATE_FAILED
 

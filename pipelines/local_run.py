@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
+import hashlib
+import importlib
 import io
 import json
+import logging
 import os
 import re
 import sys
@@ -21,7 +25,7 @@ from pathlib import Path
 from keel.components._common import storage
 from keel.components._common.errors import KeelError
 from keel.pipelines.config import TrainingConfig
-from keel.pipelines.training import PIPELINE_NAME, training_pipeline
+from keel.pipelines.training import PIPELINE_NAME
 
 RUNNERS = ("local",)
 # kfp task names, in pipeline order (for progress and summaries).
@@ -40,6 +44,8 @@ class PipelineFailed(KeelError):
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STARTED = re.compile(r"Executing task '([\w-]+)'")
 _FINISHED = re.compile(r"Task '([\w-]+)' finished with status (\w+)")
+_CACHED = re.compile(r"Task '?([\w-]+?)'? cache hit")
+_SKIPPED = re.compile(r"Skipping conditional task '?([\w-]+?)'? \(")
 
 
 class ProgressLog(io.TextIOBase):
@@ -78,6 +84,14 @@ class ProgressLog(io.TextIOBase):
             self.done += 1
             seconds = time.perf_counter() - self.started.get(match[1], time.perf_counter())
             self._say(f"  [{self.done:>2}/{self.total}] {match[1]:<18} {match[2].lower():<8} {seconds:5.1f} s")
+        elif match := _CACHED.search(line):
+            self.done += 1
+            self._say(f"  [{self.done:>2}/{self.total}] {match[1]:<18} cached     (unchanged code and inputs)")
+        elif match := _SKIPPED.search(line):
+            self.done += 1
+            # kfp names the dsl.If group; the training pipeline's one condition guards registration.
+            name = "register-model" if match[1].startswith("condition") else match[1]
+            self._say(f"  [{self.done:>2}/{self.total}] {name:<18} skipped    (metrics gate not passed)")
         elif "keel: error:" in line:
             message = line[line.index("keel: error:"):].strip()
             self.step_errors.append(message)
@@ -100,7 +114,9 @@ class StepResult:
 @dataclasses.dataclass
 class RunSummary:
     run_dir: Path
-    steps: dict[str, StepResult]
+    steps: dict[str, StepResult]  # the steps that ran in this run (not those served from the cache)
+    outputs: dict = dataclasses.field(default_factory=dict)  # the pipeline's outputs, cached or not
+    cached: list[str] = dataclasses.field(default_factory=list)
 
     def artifact(self, step: str, output: str) -> dict | None:
         result = self.steps.get(step)
@@ -108,12 +124,12 @@ class RunSummary:
 
     @property
     def passed(self) -> bool | None:
-        value = self.artifact("evaluate-model", "Output")
+        value = self.outputs.get("passed", self.artifact("evaluate-model", "Output"))
         return None if value is None else bool(value)
 
     @property
     def metrics(self) -> dict:
-        metrics = self.artifact("evaluate-model", "metrics")
+        metrics = self.outputs.get("metrics") or self.artifact("evaluate-model", "metrics")
         return dict(metrics["metadata"]) if metrics else {}
 
     @property
@@ -129,6 +145,28 @@ def pipeline_root_for(cfg: TrainingConfig) -> Path:
     return (base / "pipeline_root").resolve()
 
 
+def source_hash() -> str:
+    """sha256 of the components' code and templates: part of every local cache key.
+
+    Only keel.components: that is all a step imports, and a change to the
+    pipeline itself already changes the commands kfp.local keys on.
+    """
+    digest = hashlib.sha256()
+    for package in ("keel.components",):
+        base = Path(importlib.import_module(package).__file__).parent
+        for path in sorted(base.rglob("*")):
+            if path.suffix in (".py", ".j2", ".yaml") and "tests" not in path.relative_to(base).parts:
+                digest.update(path.relative_to(base).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def ingest_cache_key(cfg: TrainingConfig, data_hash: str, code: str) -> str:
+    """Ingest is served from the cache only for the same source content, sections and code."""
+    args = cfg.pipeline_arguments()
+    material = json.dumps({"data": args["data"], "target": args["target"], "content": data_hash, "code": code}, sort_keys=True)
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
 def warm_start_enabled() -> bool:
     return os.environ.get("KEEL_WARM_START", "1").lower() not in ("0", "false", "no", "off")
 
@@ -141,6 +179,8 @@ def run_local(
     verbose: bool = False,
     warm_start: bool | None = None,
     step_server=None,
+    cache: bool = True,
+    data_hash: str | None = None,
 ) -> RunSummary:
     """Runs the training pipeline with kfp.local and returns what each step produced.
 
@@ -150,6 +190,12 @@ def run_local(
     a pre-imported process instead of importing their libraries from cold.
     `step_server` is an already started StepServer (the CLI starts it before
     its pre-flight so both overlap); it is stopped here.
+
+    With `cache`, kfp.local's cache (under `<pipeline_root>/.kfp_cache`)
+    serves every step whose code and inputs are unchanged, so running the same
+    command again after a crash resumes after the last finished step. Ingest
+    joins the cache only when `data_hash` (the content hash of the data, as
+    pre-flight read it) is given; register always runs.
     """
     from keel.pipelines.warm_start import StepServer
 
@@ -157,14 +203,15 @@ def run_local(
     if step_server is None and warm_start:
         step_server = StepServer().start()
     try:
-        return _run(cfg, runner=runner, pipeline_root=pipeline_root, verbose=verbose, step_server=step_server)
+        return _run(cfg, runner=runner, pipeline_root=pipeline_root, verbose=verbose, step_server=step_server,
+                    cache=cache, data_hash=data_hash)
     finally:
         if step_server is not None:
             step_server.stop()
 
 
 def run_checked(cfg: TrainingConfig, *, runner: str = "local", verbose: bool = False, warm_start: bool | None = None,
-                on_checked=None) -> RunSummary:
+                cache: bool = True, on_checked=None) -> RunSummary:
     """What `keel run` does: pre-flight checks, then the local run.
 
     The warm-start server starts first so that it imports the ML stack while
@@ -183,18 +230,29 @@ def run_checked(cfg: TrainingConfig, *, runner: str = "local", verbose: bool = F
         if server:
             server.stop()
         raise
-    return run_local(cfg, runner=runner, verbose=verbose, warm_start=warm_start, step_server=server)
+    from keel.components._common.tables import content_hash
+
+    return run_local(cfg, runner=runner, verbose=verbose, warm_start=warm_start, step_server=server,
+                     cache=cache, data_hash=content_hash(frame) if cache else None)
 
 
-def _run(cfg: TrainingConfig, *, runner, pipeline_root, verbose, step_server) -> RunSummary:
+def _run(cfg: TrainingConfig, *, runner, pipeline_root, verbose, step_server, cache, data_hash) -> RunSummary:
     from kfp import local
+
+    from keel.pipelines.training import build_training_pipeline
 
     if runner not in RUNNERS:
         raise KeelError(f"--runner: {runner!r} is not available; choose one of {', '.join(RUNNERS)}")
     root = Path(pipeline_root or pipeline_root_for(cfg))
     root.mkdir(parents=True, exist_ok=True)
     before = set(os.listdir(root))
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=False)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=False,
+               enable_caching=cache, cache_root=str(root / ".kfp_cache"))
+    code = source_hash()
+    pipeline = build_training_pipeline(
+        ingest_cache_key=ingest_cache_key(cfg, data_hash, code) if cache and data_hash else None,
+        step_env={"KEEL_SOURCE_HASH": code},
+    )
     log_path = root / f".keel-run-{os.getpid()}.log"
     progress = ProgressLog(log_path, sys.stdout, total_steps=len(STEPS))
     with warnings.catch_warnings(), contextlib.ExitStack() as stack:
@@ -206,23 +264,43 @@ def _run(cfg: TrainingConfig, *, runner, pipeline_root, verbose, step_server) ->
         if not verbose:
             stack.enter_context(contextlib.redirect_stdout(progress))
         stack.callback(progress.close)
+        # kfp.local logs cache hits and skipped conditions at INFO between
+        # steps, when no handler of its own is installed: route them here.
+        handler = logging.StreamHandler(progress)
+        root_logger = logging.getLogger()
+        saved_level = root_logger.level
+        root_logger.addHandler(handler)
+        root_logger.setLevel(logging.INFO)
+        stack.callback(root_logger.setLevel, saved_level)
+        stack.callback(root_logger.removeHandler, handler)
         if step_server is not None:
             if step_server.wait_ready():
                 stack.enter_context(step_server.serving())
             else:
                 print("keel: warm start unavailable; steps import their libraries from cold", file=sys.stderr)
-        training_pipeline(**cfg.pipeline_arguments())
+        task = pipeline(**cfg.pipeline_arguments())
     new = sorted(d for d in set(os.listdir(root)) - before if d.startswith(PIPELINE_NAME))
-    if not new:
-        raise PipelineFailed(f"kfp.local wrote no run directory under {root}; its log: {log_path}")
-    run_dir = root / new[-1]
+    # Every step served from the cache: kfp.local made no directory, Keel makes one for the log.
+    run_dir = root / new[-1] if new else root / f"{PIPELINE_NAME}-{dt.datetime.now():%Y-%m-%d-%H-%M-%S-%f}"
+    run_dir.mkdir(exist_ok=True)
     log_path.replace(run_dir / "keel-run.log")
     summary = collect(run_dir)
+    summary.outputs = {name: _plain(value) for name, value in (task.outputs or {}).items()}
+    skipped = {"register-model"} if summary.passed is False else set()
+    if summary.outputs:  # a finished run: steps with no directory here came from the cache
+        summary.cached = [s for s in STEPS if s not in summary.steps and s not in skipped]
     failed = [s.name for s in summary.steps.values() if s.status != "SUCCESS"]
     if failed:
         cause = progress.step_errors[-1] if progress.step_errors else "see the log"
         raise PipelineFailed(f"step {failed[0]!r} failed: {cause.removeprefix('keel: error: ')} (full log: {run_dir / 'keel-run.log'})")
     return summary
+
+
+def _plain(value):
+    """A pipeline output as collect() records step outputs: artifacts become {"uri", "metadata"}."""
+    if hasattr(value, "uri") and hasattr(value, "metadata"):
+        return {"uri": value.uri, "metadata": dict(value.metadata)}
+    return value
 
 
 def collect(run_dir: Path) -> RunSummary:

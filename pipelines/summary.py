@@ -5,22 +5,23 @@ from __future__ import annotations
 from keel.pipelines.config import TrainingConfig
 from keel.pipelines.local_run import RunSummary
 
-# (step directory, output name, label) of the documents a reviewer opens first.
+# (pipeline output, label) of the documents a reviewer opens first.
 DOCUMENTS = [
-    ("write-model-card", "card_html", "model card (HTML)"),
-    ("write-model-card", "card_md", "model card (Markdown)"),
-    ("profile-data", "report", "data profile"),
-    ("validate-data", "report", "validation report"),
-    ("evaluate-model", "report", "evaluation report"),
-    ("clean-data", "quarantine", "quarantined rows (clean)"),
-    ("validate-data", "quarantine", "quarantined rows (validate)"),
+    ("model_card_html", "model card (HTML)"),
+    ("model_card", "model card (Markdown)"),
+    ("profile_report", "data profile"),
+    ("validation_report", "validation report"),
+    ("evaluation_report", "evaluation report"),
+    ("clean_quarantine", "quarantined rows (clean)"),
+    ("validation_quarantine", "quarantined rows (validate)"),
 ]
 
 KEY_METRICS = ("roc_auc", "pr_auc", "accuracy", "precision", "recall", "f1", "f1_macro", "mae", "rmse", "r2")
 
 
 def summary_lines(cfg: TrainingConfig, run: RunSummary, seconds: float) -> list[str]:
-    lines = [f"keel: {cfg.name} finished in {seconds:.1f} s ({len(run.steps)} steps) -> {run.run_dir}"]
+    reused = f", {len(run.cached)} from the cache" if run.cached else ""
+    lines = [f"keel: {cfg.name} finished in {seconds:.1f} s ({len(run.steps)} steps run{reused}) -> {run.run_dir}"]
     metrics = run.metrics
     shown = [f"{k} {metrics[k]:.4f}" for k in KEY_METRICS if isinstance(metrics.get(k), (int, float))]
     lines.append("  metrics:    " + ("  ".join(shown) if shown else "none"))
@@ -31,8 +32,8 @@ def summary_lines(cfg: TrainingConfig, run: RunSummary, seconds: float) -> list[
     registered = run.registered
     if registered:
         lines.append(f"  registered: {cfg.registry.model_name} {registered.get('version')} -> {registered.get('registry_uri')}")
-    for step, output, label in DOCUMENTS:
-        artifact = run.artifact(step, output)
+    for output, label in DOCUMENTS:
+        artifact = run.outputs.get(output)
         if artifact:
             lines.append(f"  {label + ':':<30}{artifact['uri']}")
     return lines

@@ -123,6 +123,46 @@ def test_a_step_error_reaches_the_cli_as_one_line(tmp_path, capsys):
     assert Registry(str(tmp_path / "store")).versions("loans-high-risk") == []
 
 
+def test_a_failed_run_resumes_after_its_last_finished_step(tmp_path, capsys):
+    config = tmp_path / "c.json"
+    raw = json.loads(_config(tmp_path / "store").model_dump_json())
+    raw["features"]["types"] = {"state": "numeric"}  # the features step fails on this
+    config.write_text(json.dumps(raw))
+    assert main(["run", str(config)]) == EXIT_STEP_FAILED
+    crashed = max((tmp_path / "store" / "pipeline_root").glob("keel-training-*"))
+    capsys.readouterr()
+
+    raw["features"]["types"] = {}  # fixed: the same command again resumes
+    config.write_text(json.dumps(raw))
+    assert main(["run", str(config)]) == 0
+    out = capsys.readouterr().out
+    for step in ("ingest-data", "validate-data", "clean-data", "split-data"):
+        assert re.search(rf"\] {step}\s+cached", out), out
+    for step in ("engineer-features", "train-model", "evaluate-model", "register-model"):
+        assert re.search(rf"\] {step}\s+success", out), out
+    lineage = load_bundle(str(tmp_path / "store"), "loans-high-risk").lineage
+    assert lineage["artifacts"]["raw"]["uri"].startswith(str(crashed))  # the crashed run's data, reused
+    assert not lineage["artifacts"]["trained_model"]["uri"].startswith(str(crashed))
+
+    assert main(["run", str(config), "--no-cache"]) == 0  # and --no-cache runs every step again
+    out = capsys.readouterr().out
+    assert "cached" not in out and "registered: loans-high-risk v2" in out
+
+
+def test_changed_data_is_never_served_from_the_cache(tmp_path, capsys, loans_frame):
+    data = tmp_path / "loans.csv"
+    frame = loans_frame.sample(n=1500, random_state=2)
+    frame.to_csv(data, index=False)
+    argv = ["run", "--data", str(data), "--target", "interest_rate", "--store", str(tmp_path / "s"),
+            "--drop", "grade", "--drop", "sub_grade", "--drop", "installment"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    frame.assign(loan_amount=frame["loan_amount"] + 1).to_csv(data, index=False)  # same path, new content
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"\] ingest-data\s+success", out) and "cached" not in out
+
+
 def test_quick_path_on_a_csv_end_to_end(tmp_path, capsys, loans_frame):
     data = tmp_path / "loans.csv"
     loans_frame.sample(n=1500, random_state=1).drop(columns=["grade", "sub_grade", "installment"]).to_csv(data, index=False)

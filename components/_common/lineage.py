@@ -95,3 +95,15 @@ def artifact_hash(artifact) -> str:
             "cannot be recorded; rerun the step that produces it"
         )
     return "sha256:" + hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def write_metadata_file(artifact) -> None:
+    """Writes a metadata-only artifact's metadata (Metrics, ClassificationMetrics) to its path as JSON.
+
+    KFP keeps metrics in metadata and writes no file, but an artifact with no
+    file counts as missing to kfp.local's cache (so every later step would
+    re-run) and has nothing a reviewer can download. Call it last.
+    """
+    from keel.components._common import storage
+
+    storage.write_bytes(artifact.path, json.dumps(dict(artifact.metadata), sort_keys=True, indent=1, default=str).encode())

@@ -51,3 +51,4 @@ def clean_data(
             stats.log_metric(name, value)
         digest = "sha256:" + hashlib.sha256(json.dumps(result.stats, sort_keys=True).encode()).hexdigest()
         stats.metadata.update(lineage.stamp(content_hash=digest, parents=parents, params=params))
+        lineage.write_metadata_file(stats)

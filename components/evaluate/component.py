@@ -58,4 +58,6 @@ def evaluate_model(
         classification_metrics.metadata.update(lineage.stamp(content_hash=json_hash(curves), parents=parents, params=evaluation))
         report.metadata.update(gate)
         report.metadata.update(lineage.stamp(content_hash=lineage.file_sha256(report.path), parents=parents, params=evaluation))
+        lineage.write_metadata_file(metrics)
+        lineage.write_metadata_file(classification_metrics)
         return result.passed

@@ -56,3 +56,4 @@ def train_model(
         metrics.metadata.update(
             lineage.stamp(content_hash=json_hash(trained.metrics), parents=[lineage.parent("trained_model", trained_model)], params=model)
         )
+        lineage.write_metadata_file(metrics)
