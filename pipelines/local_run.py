@@ -217,6 +217,7 @@ def run_checked(cfg: TrainingConfig, *, runner: str = "local", verbose: bool = F
     The warm-start server starts first so that it imports the ML stack while
     pre-flight reads the data; `on_checked(frame)` is called between the two.
     """
+    from keel.components._common.tables import content_hash
     from keel.pipelines.preflight import preflight
     from keel.pipelines.warm_start import StepServer
 
@@ -230,8 +231,6 @@ def run_checked(cfg: TrainingConfig, *, runner: str = "local", verbose: bool = F
         if server:
             server.stop()
         raise
-    from keel.components._common.tables import content_hash
-
     return run_local(cfg, runner=runner, verbose=verbose, warm_start=warm_start, step_server=server,
                      cache=cache, data_hash=content_hash(frame) if cache else None)
 
@@ -255,24 +254,7 @@ def _run(cfg: TrainingConfig, *, runner, pipeline_root, verbose, step_server, ca
     )
     log_path = root / f".keel-run-{os.getpid()}.log"
     progress = ProgressLog(log_path, sys.stdout, total_steps=len(STEPS))
-    with warnings.catch_warnings(), contextlib.ExitStack() as stack:
-        # kfp warns that a non-"python" image name may not match this
-        # interpreter; locally every step deliberately runs in this venv.
-        warnings.filterwarnings("ignore", message="You may be attemping to run a task", category=RuntimeWarning)
-        # display names are for the dashboard; kfp.local says so once per step.
-        warnings.filterwarnings("ignore", message=".*have no effect in the current local runner", category=UserWarning)
-        if not verbose:
-            stack.enter_context(contextlib.redirect_stdout(progress))
-        stack.callback(progress.close)
-        # kfp.local logs cache hits and skipped conditions at INFO between
-        # steps, when no handler of its own is installed: route them here.
-        handler = logging.StreamHandler(progress)
-        root_logger = logging.getLogger()
-        saved_level = root_logger.level
-        root_logger.addHandler(handler)
-        root_logger.setLevel(logging.INFO)
-        stack.callback(root_logger.setLevel, saved_level)
-        stack.callback(root_logger.removeHandler, handler)
+    with _kfp_output_to(progress, verbose) as stack:
         if step_server is not None:
             if step_server.wait_ready():
                 stack.enter_context(step_server.serving())
@@ -294,6 +276,29 @@ def _run(cfg: TrainingConfig, *, runner, pipeline_root, verbose, step_server, ca
         cause = progress.step_errors[-1] if progress.step_errors else "see the log"
         raise PipelineFailed(f"step {failed[0]!r} failed: {cause.removeprefix('keel: error: ')} (full log: {run_dir / 'keel-run.log'})")
     return summary
+
+
+@contextlib.contextmanager
+def _kfp_output_to(progress: ProgressLog, verbose: bool):
+    """Sends kfp.local's output to `progress` (all of it unless verbose) and quiets its known warnings."""
+    with warnings.catch_warnings(), contextlib.ExitStack() as stack:
+        # kfp warns that a non-"python" image name may not match this
+        # interpreter; locally every step deliberately runs in this venv.
+        warnings.filterwarnings("ignore", message="You may be attemping to run a task", category=RuntimeWarning)
+        # display names are for the dashboard; kfp.local says so once per step.
+        warnings.filterwarnings("ignore", message=".*have no effect in the current local runner", category=UserWarning)
+        if not verbose:
+            stack.enter_context(contextlib.redirect_stdout(progress))
+        stack.callback(progress.close)
+        # kfp.local logs cache hits and skipped conditions at INFO between
+        # steps, when no handler of its own is installed: route them here too.
+        handler = logging.StreamHandler(progress)
+        root_logger = logging.getLogger()
+        stack.callback(root_logger.setLevel, root_logger.level)
+        stack.callback(root_logger.removeHandler, handler)
+        root_logger.addHandler(handler)
+        root_logger.setLevel(logging.INFO)
+        yield stack
 
 
 def _plain(value):
