@@ -21,7 +21,8 @@ KEY_METRICS = ("roc_auc", "pr_auc", "accuracy", "precision", "recall", "f1", "f1
 
 def summary_lines(cfg: TrainingConfig, run: RunSummary, seconds: float) -> list[str]:
     reused = f", {len(run.cached)} from the cache" if run.cached else ""
-    lines = [f"keel: {cfg.name} finished in {seconds:.1f} s ({len(run.steps)} step{"" if len(run.steps) == 1 else "s"} run{reused}) -> {run.run_dir}"]
+    ran = f"{len(run.steps)} step{'' if len(run.steps) == 1 else 's'} run"
+    lines = [f"keel: {cfg.name} finished in {seconds:.1f} s ({ran}{reused}) -> {run.run_dir}"]
     metrics = run.metrics
     shown = [f"{k} {metrics[k]:.4f}" for k in KEY_METRICS if isinstance(metrics.get(k), (int, float))]
     lines.append("  metrics:    " + ("  ".join(shown) if shown else "none"))
