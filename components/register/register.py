@@ -51,14 +51,11 @@ class Registered:
         return f"v{self.version}"
 
 
-content_hash = lineage.artifact_hash  # kept for callers of register.content_hash
-
-
 def artifact_record(artifact) -> dict:
     metadata = dict(getattr(artifact, "metadata", {}) or {})
     return {
         "uri": str(getattr(artifact, "uri", "") or ""),
-        "content_hash": content_hash(artifact),
+        "content_hash": lineage.artifact_hash(artifact),
         "parents": list(metadata.get("parents") or []),
         "code_version": metadata.get("code_version", ""),
         "created_by": metadata.get("created_by", ""),

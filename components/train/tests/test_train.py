@@ -28,10 +28,6 @@ FAST = {"logistic_regression": {}, "linear_regression": {}, "random_forest": {"n
         "gradient_boosting": {"max_iter": 15}, "xgboost": {"n_estimators": 15}}
 
 
-def prepare(frame: pd.DataFrame, label: pd.Series) -> dict:
-    return stage_inputs(frame, label)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _single_thread(one_thread):
     yield
@@ -44,18 +40,18 @@ def frame(loans):
 
 @pytest.fixture(scope="module")
 def binary(frame):
-    return prepare(frame, frame["grade"].isin(BINARY.positive_values).astype(int))
+    return stage_inputs(frame, frame["grade"].isin(BINARY.positive_values).astype(int))
 
 
 @pytest.fixture(scope="module")
 def multiclass(frame):
     # A, B, C and "D or worse": four classes, each with enough rows to stratify.
-    return prepare(frame, frame["grade"].map({"A": 0, "B": 1, "C": 2}).fillna(3).astype(int))
+    return stage_inputs(frame, frame["grade"].map({"A": 0, "B": 1, "C": 2}).fillna(3).astype(int))
 
 
 @pytest.fixture(scope="module")
 def regression(frame):
-    return prepare(frame, frame["interest_rate"].astype(float))
+    return stage_inputs(frame, frame["interest_rate"].astype(float))
 
 
 def _fit(bundle, target, family, params=None, seed=42, classes=None, **frames):
