@@ -17,10 +17,10 @@ PYTEST_ARGS ?=
 # pyflakes' checks and syntax errors; tests/test_lint.py runs the same in `make test`.
 RUFF_ARGS := --select F,E9 --target-version py311
 
-.PHONY: install run test test-fast compile golden bench lint clean help
+.PHONY: install run test test-fast compile golden serve bench lint clean help
 
 help:
-	@echo "make run | test | install | compile | golden | bench | bench-pipeline | lint | clean"
+	@echo "make run | test | serve | install | compile | golden | bench | bench-pipeline | bench-serve | lint | clean"
 
 install: $(STAMP)
 
@@ -49,6 +49,12 @@ test-fast: install
 
 compile: install
 	$(VENV)/bin/keel compile --out dist
+
+# Serves the latest registered model (run `make run` first) on 127.0.0.1:$(PORT).
+MODEL ?= latest
+PORT ?= 8080
+serve: install
+	$(VENV)/bin/keel serve $(MODEL) --port $(PORT)
 
 # Rewrites the golden IR files that tests/test_compile.py compares against.
 golden: install

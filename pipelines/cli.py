@@ -27,7 +27,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Keel: enterprise ML pipelines for Kubeflow. Run them here (kfp.local) or compile them for a cluster.",
         epilog="Examples:\n  keel run                                  # the default config (Lending Club loans)\n"
         "  keel run pipelines/configs/default.yaml\n  keel run --data loans.csv --target default --task binary\n"
-        "  keel compile --out dist                   # IR YAML for the Kubeflow dashboard",
+        "  keel compile --out dist                   # IR YAML for the Kubeflow dashboard\n"
+        "  keel serve                                # the latest registered model on 127.0.0.1:8080",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -56,6 +57,20 @@ def _parser() -> argparse.ArgumentParser:
         "dashboard. With CONFIG, its values become the pipeline parameters' defaults."))
     comp.add_argument("config", nargs="?", help="config whose values become the parameters' defaults")
     comp.add_argument("--out", default="dist", help="output directory (default: dist)")
+
+    srv = sub.add_parser("serve", help="serve a registered model on 127.0.0.1 with the KServe predictor", description=(
+        "Start the Keel predictor (the same KServe model server as the cluster image) on 127.0.0.1. "
+        "MODEL is a registry version (<store>/registry/<model>/v<N>, local or s3://), a model "
+        "(<store>/registry/<model>: its latest version), a bundle directory, or 'latest' (the config's "
+        "registry.store and registry.model_name). Authentication is on when KEEL_SERVE_TOKEN, "
+        "KEEL_SERVE_TOKEN_FILE or KEEL_SERVE_JWKS_FILE is set; a token is never a command-line value."))
+    srv.add_argument("model", nargs="?", default="latest", help="what to serve (default: latest)")
+    srv.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default: 8080; 0 picks a free one)")
+    srv.add_argument("--config", help="config whose registry section 'latest' refers to (default: the embedded default config)")
+    srv.add_argument("--store", metavar="URI", help="registry.store for 'latest'")
+    srv.add_argument("--name", help="name to serve the model under (default: the registered model name)")
+    srv.add_argument("--workers", type=int, default=1, help="worker processes sharing the port (default: 1)")
+    srv.add_argument("--token-file", metavar="PATH", help="file holding the bearer token (sets KEEL_SERVE_TOKEN_FILE)")
     return parser
 
 
@@ -141,7 +156,36 @@ def cmd_compile(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "check": cmd_check, "compile": cmd_compile}
+def cmd_serve(args) -> int:
+    import os
+
+    from keel.components.serve.__main__ import run
+    from keel.pipelines.config import DEFAULT_CONFIG, load_config
+
+    if not 0 <= args.port <= 65535:
+        raise KeelError(f"--port: {args.port} is not a port number (0-65535)")
+    if args.workers < 1:
+        raise KeelError(f"--workers: {args.workers}; use 1 or more")
+    if args.token_file:
+        os.environ["KEEL_SERVE_TOKEN_FILE"] = args.token_file
+    store = model_name = None
+    if args.model == "latest":
+        cfg = load_config(args.config or DEFAULT_CONFIG)
+        store, model_name = args.store or cfg.registry.store, cfg.registry.model_name
+
+    def announce(model, sock):
+        from keel.components.serve.server import ServeSettings
+
+        host, port = sock.getsockname()[:2]
+        auth = "on" if ServeSettings.from_env().authenticator.enabled else "off (set KEEL_SERVE_TOKEN or KEEL_SERVE_TOKEN_FILE to require a bearer token)"
+        print(f"keel: serving {model.bundle.model_name} v{model.bundle.version} ({model.bundle.uri}) as {model.name!r} "
+              f"at http://{host}:{port}\n  V1: POST /v1/models/{model.name}:predict  :explain\n"
+              f"  V2: POST /v2/models/{model.name}/infer  metadata: GET /v2/models/{model.name}\n  auth: {auth}", flush=True)
+
+    return run(args.model, args.name, "127.0.0.1", args.port, args.workers, store=store, registry_name=model_name, on_ready=announce)
+
+
+COMMANDS = {"run": cmd_run, "check": cmd_check, "compile": cmd_compile, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

