@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from keel.components._common.config import (
     CleanSection,
     DataSection,
+    DeploySection,
     EvaluationSection,
     FeaturesSection,
     ModelCardSection,
@@ -32,7 +33,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 
 # Pipeline parameters, in order: each is one config section passed as a dict.
-SECTIONS = ("data", "target", "validation", "clean", "split", "features", "model", "evaluation", "model_card", "registry")
+SECTIONS = ("data", "target", "validation", "clean", "split", "features", "model", "evaluation", "model_card", "registry", "deploy")
 
 
 class TrainingConfig(BaseModel):
@@ -52,6 +53,7 @@ class TrainingConfig(BaseModel):
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
     model_card: ModelCardSection = Field(default_factory=ModelCardSection)
     registry: RegistrySection = Field(default_factory=RegistrySection)
+    deploy: DeploySection = Field(default_factory=DeploySection)
 
     def pipeline_arguments(self) -> dict[str, dict]:
         """The pipeline's parameters: one JSON-safe dict per section."""

@@ -30,7 +30,9 @@ from keel.pipelines.training import PIPELINE_NAME
 RUNNERS = ("local",)
 # kfp task names, in pipeline order (for progress and summaries).
 STEPS = ("ingest-data", "profile-data", "validate-data", "clean-data", "split-data", "engineer-features",
-         "train-model", "evaluate-model", "write-model-card", "register-model")
+         "train-model", "evaluate-model", "write-model-card", "register-model", "deploy-model")
+# The steps inside the metrics gate's dsl.If: skipped together when the gate fails.
+GATED_STEPS = ("register-model", "deploy-model")
 
 
 def _step_order(path: Path) -> int:
@@ -88,10 +90,11 @@ class ProgressLog(io.TextIOBase):
             self.done += 1
             self._say(f"  [{self.done:>2}/{self.total}] {match[1]:<18} cached     (unchanged code and inputs)")
         elif match := _SKIPPED.search(line):
-            self.done += 1
-            # kfp names the dsl.If group; the training pipeline's one condition guards registration.
-            name = "register-model" if match[1].startswith("condition") else match[1]
-            self._say(f"  [{self.done:>2}/{self.total}] {name:<18} skipped    (metrics gate not passed)")
+            # kfp names the dsl.If group; the training pipeline's one condition guards registration and deploy.
+            names = GATED_STEPS if match[1].startswith("condition") else (match[1],)
+            for name in names:
+                self.done += 1
+                self._say(f"  [{self.done:>2}/{self.total}] {name:<18} skipped    (metrics gate not passed)")
         elif "keel: error:" in line:
             message = line[line.index("keel: error:"):].strip()
             self.step_errors.append(message)
@@ -136,6 +139,12 @@ class RunSummary:
     def registered(self) -> dict | None:
         bundle = self.artifact("register-model", "bundle")
         return dict(bundle["metadata"]) if bundle else None
+
+    @property
+    def deployment(self) -> dict | None:
+        """The deploy step's manifest output: uri plus name, namespace, action, reason."""
+        manifest = self.artifact("deploy-model", "manifest")
+        return {"uri": manifest["uri"], **manifest["metadata"]} if manifest else None
 
 
 def pipeline_root_for(cfg: TrainingConfig) -> Path:
@@ -268,7 +277,7 @@ def _run(cfg: TrainingConfig, *, runner, pipeline_root, verbose, step_server, ca
     log_path.replace(run_dir / "keel-run.log")
     summary = collect(run_dir)
     summary.outputs = {name: _plain(value) for name, value in (task.outputs or {}).items()}
-    skipped = {"register-model"} if summary.passed is False else set()
+    skipped = set(GATED_STEPS) if summary.passed is False else set()
     if summary.outputs:  # a finished run: steps with no directory here came from the cache
         summary.cached = [s for s in STEPS if s not in summary.steps and s not in skipped]
     failed = [s.name for s in summary.steps.values() if s.status != "SUCCESS"]

@@ -33,6 +33,11 @@ def summary_lines(cfg: TrainingConfig, run: RunSummary, seconds: float) -> list[
     registered = run.registered
     if registered:
         lines.append(f"  registered: {cfg.registry.model_name} {registered.get('version')} -> {registered.get('registry_uri')}")
+    deployment = run.deployment
+    if deployment:
+        where = f"{deployment.get('namespace')}/{deployment.get('name')}"
+        lines.append(f"  deploy:     InferenceService {where} {deployment.get('action')} ({deployment.get('reason')}) -> {deployment['uri']}")
+        lines.append(f"  serve here: keel serve {registered.get('registry_uri') if registered else 'latest'}")
     for output, label in DOCUMENTS:
         artifact = run.outputs.get(output)
         if artifact:

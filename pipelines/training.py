@@ -1,5 +1,5 @@
 """The training pipeline: ingest -> profile, validate -> clean -> split ->
-features -> train -> evaluate -> model card -> (gate) register.
+features -> train -> evaluate -> model card -> (gate) register -> deploy.
 
 Every parameter is one config section (see keel.pipelines.config). The same
 function runs locally under kfp.local and compiles to IR for a cluster.
@@ -11,6 +11,7 @@ from kfp import dsl
 from kfp.dsl import HTML, Dataset, Markdown, Metrics
 
 from keel.components.clean.component import clean_data
+from keel.components.deploy.component import deploy_model
 from keel.components.evaluate.component import evaluate_model
 from keel.components.features.component import engineer_features
 from keel.components.ingest.component import ingest_data
@@ -54,7 +55,7 @@ def build_training_pipeline(*, ingest_cache_key: str | None = None, step_env: di
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
-        description="Keel training: ingest, profile, validate, clean, split, features, train, evaluate, model card, register.",
+        description="Keel training: ingest, profile, validate, clean, split, features, train, evaluate, model card, register, deploy.",
     )
     def training_pipeline(
         data: dict,
@@ -67,6 +68,7 @@ def build_training_pipeline(*, ingest_cache_key: str | None = None, step_env: di
         evaluation: dict,
         model_card: dict,
         registry: dict,
+        deploy: dict,
     ) -> TrainingOutputs:
         ingest = ingest_data(data=data, target=target).set_display_name("ingest")
         if ingest_cache_key:
@@ -124,7 +126,12 @@ def build_training_pipeline(*, ingest_cache_key: str | None = None, step_env: di
                 evaluation=evaluation,
                 registry=registry,
             ).set_display_name("register").set_caching_options(enable_caching=False)  # each run publishes its own version
-        for task in (ingest, profile, validate, cleaned, splits, feats, trained, evaluated, card, register):
+            # Always renders the InferenceService for the new version; applies it only when
+            # deploy.enabled is true (a runtime parameter, editable in the dashboard) and a
+            # cluster is configured.
+            deployed = deploy_model(bundle=register.outputs["bundle"], deploy=deploy).set_display_name("deploy")
+            deployed.set_caching_options(enable_caching=False)  # applying is a side effect
+        for task in (ingest, profile, validate, cleaned, splits, feats, trained, evaluated, card, register, deployed):
             for name, value in (step_env or {}).items():
                 task.set_env_variable(name, value)
         return TrainingOutputs(

@@ -44,6 +44,7 @@ PRELOAD = (
     "sklearn.model_selection", "sklearn.metrics", "sklearn.ensemble", "sklearn.linear_model",
     "joblib", "jinja2", "pydantic", "yaml",
     "matplotlib", "kfp.dsl.executor",
+    "kserve.models", "kubernetes.client",  # deploy_model renders with the kserve SDK (~1.8 s to import)
     "keel.components._common.config", "keel.components._common.tables", "keel.components._common.report",
 )
 

@@ -43,6 +43,21 @@ def test_every_step_succeeds_and_the_model_is_registered(first_run):
     assert bundle.version == 1 and set(bundle.manifest["files"]) >= {"model.joblib", "schema.json", "lineage.json", "model_card.md"}
 
 
+def test_the_deploy_step_renders_an_inference_service_for_the_new_version(first_run):
+    import yaml
+
+    from keel.components._common.k8s_schema import validate_manifest
+
+    _, run = first_run
+    deployment = run.deployment
+    assert (deployment["action"], deployment["reason"]) == ("rendered", "deploy.enabled is false")
+    manifest = yaml.safe_load(Path(deployment["uri"]).read_text())
+    assert validate_manifest(manifest) == []
+    assert manifest["spec"]["predictor"]["model"]["storageUri"] == run.registered["registry_uri"]
+    assert manifest["metadata"]["annotations"]["keel.ml/bundle-hash"] == run.registered["bundle_hash"]
+    assert deployment["parents"][0]["content_hash"] == run.registered["content_hash"]
+
+
 def test_no_row_is_lost_between_steps(first_run):
     _, run = first_run
     raw = _meta(run, "ingest-data", "raw")["rows"]
@@ -103,7 +118,7 @@ def test_a_failing_gate_documents_but_does_not_register(tmp_path, capsys):
     assert main(["run", str(config)]) == EXIT_GATE_FAILED
     assert "gate:       FAILED (roc_auc>=0.99) -> model not registered" in capsys.readouterr().out
     run = collect(max((tmp_path / "pipeline_root").glob("keel-training-*")))
-    assert run.passed is False and "register-model" not in run.steps
+    assert run.passed is False and "register-model" not in run.steps and "deploy-model" not in run.steps
     assert run.artifact("write-model-card", "card_md") is not None
     assert Registry(str(tmp_path)).versions(cfg.registry.model_name) == []
     report = Path(run.artifact("evaluate-model", "report")["uri"]).read_text()
@@ -117,7 +132,7 @@ def test_a_step_error_reaches_the_cli_as_one_line(tmp_path, capsys):
     config.write_text(json.dumps(raw))
     assert main(["run", str(config)]) == EXIT_STEP_FAILED
     captured = capsys.readouterr()
-    assert re.search(r"\[ ?\d+/10\] engineer-features\s+failure", captured.out)
+    assert re.search(r"\[ ?\d+/11\] engineer-features\s+failure", captured.out)
     error = captured.err.strip().splitlines()[-1]
     assert error.startswith("keel: error: step 'engineer-features' failed: [engineer_features]") and "state" in error
     assert Registry(str(tmp_path / "store")).versions("loans-high-risk") == []

@@ -173,3 +173,36 @@ class ModelCardSection(Section):
 class RegistrySection(Section):
     store: str = Field("./runs", description="Artifact store: a local directory or s3://bucket/prefix")
     model_name: str = Field("model", pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+
+class DeploySection(Section):
+    """The deploy step: a KServe InferenceService for the registered version.
+
+    The manifest is always written as an artifact; it is applied only when
+    `enabled` is true and a cluster is reachable (in-cluster service account,
+    KUBECONFIG or ~/.kube/config).
+    """
+
+    enabled: bool = Field(False, description="Apply the InferenceService to the cluster (else only write the manifest)")
+    name: str | None = Field(None, pattern=r"^[a-z]([-a-z0-9]{0,43}[a-z0-9])?$",
+                             description="InferenceService name (default: registry.model_name with dots as dashes)")
+    namespace: str = Field("keel-dev", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    runtime: str = Field("keel-predictor", description="ServingRuntime from manifests/base (the Keel predictor image)")
+    service_account: str = Field("keel-predictor", description="ServiceAccount that references the S3 credentials Secret")
+    min_replicas: int = Field(1, ge=0, description="0 scales to zero when idle")
+    max_replicas: int = Field(3, ge=1)
+    scale_metric: Literal["concurrency", "rps", "cpu", "memory"] = "concurrency"
+    scale_target: int = Field(8, ge=1, description="Target per replica for scale_metric")
+    canary_traffic_percent: int | None = Field(None, ge=0, le=100, description="Traffic share for the new version (canary)")
+    cpu: str = Field("1", pattern=r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$", description="CPU request = limit")
+    memory: str = Field("1Gi", pattern=r"^[0-9]+(Ki|Mi|Gi|Ti|K|M|G|T)?$", description="Memory request = limit")
+    gpus: int = Field(0, ge=0, le=8, description="nvidia.com/gpu per replica")
+    unseen_category: Literal["reject", "warn"] = "reject"
+    out_of_range: Literal["reject", "warn"] = "reject"
+    log_payloads: bool = Field(False, description="Log request feature values (feeds drift monitoring)")
+
+    @model_validator(mode="after")
+    def _replicas(self):
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas ({self.max_replicas}) is below min_replicas ({self.min_replicas})")
+        return self

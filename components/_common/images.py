@@ -34,4 +34,6 @@ COMPONENT_IMAGES = {
     "evaluate_model": BASE_IMAGE,
     "write_model_card": BASE_IMAGE,
     "register_model": BASE_IMAGE,
+    # Renders with the kserve SDK's models and applies with the kubernetes client (both in the base image).
+    "deploy_model": BASE_IMAGE,
 }

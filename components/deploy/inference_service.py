@@ -1,0 +1,208 @@
+"""Deploy logic: a KServe InferenceService for a registered bundle, rendered and (optionally) applied.
+
+The manifest is built with the kserve SDK's own models, so field names and
+nesting follow the InferenceService CRD, then checked against the schema
+before it is written or sent. The predictor runs on the `keel-predictor`
+ServingRuntime (manifests/base), which carries the image, the Pod Security
+"restricted" settings and the auth wiring; the InferenceService names the
+bundle, the scaling and the per-model policies.
+
+Applying is a create, or a merge patch when the InferenceService exists
+(a new version rolls out; with canary_traffic_percent KServe splits the
+traffic between the last ready revision and the new one).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from keel.components._common.config import DeploySection
+from keel.components._common.errors import ConfigError, StorageError
+
+GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
+REMOTE_SCHEMES = ("s3://", "gs://", "pvc://", "https://", "hf://", "oci://")
+_RESTRICTED = {
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+@dataclass
+class DeployResult:
+    manifest: dict
+    applied: bool
+    action: str  # "created" | "updated" | "rendered"
+    reason: str  # why it was (not) applied
+
+
+def service_name(deploy: DeploySection, model_name: str) -> str:
+    """DNS-1035 name: the configured one, else the model name with dots and underscores as dashes."""
+    if deploy.name:
+        return deploy.name
+    name = re.sub(r"[^a-z0-9-]", "-", model_name.lower()).strip("-")
+    if not name or not name[0].isalpha():
+        name = f"m-{name}"
+    return name[:45].rstrip("-")
+
+
+def render(bundle: dict, deploy: DeploySection) -> dict:
+    """The InferenceService for a registered bundle (register_model's output metadata).
+
+    Args:
+        bundle: needs registry_uri, model_name, version and bundle_hash.
+        deploy: the `deploy` section.
+
+    Raises:
+        ConfigError: the bundle metadata lacks a field.
+    """
+    from kserve import ApiClient
+    from kserve.models import V1beta1InferenceService, V1beta1InferenceServiceSpec, V1beta1ModelFormat, V1beta1ModelSpec, V1beta1PredictorSpec
+    from kubernetes.client import V1EnvVar, V1ObjectMeta, V1ResourceRequirements, V1Toleration
+
+    for key in ("registry_uri", "model_name", "version", "bundle_hash"):
+        if not bundle.get(key):
+            raise ConfigError(f"bundle: metadata has no {key!r}; pass register_model's bundle output")
+    name = service_name(deploy, bundle["model_name"])
+    quantity = {"cpu": deploy.cpu, "memory": deploy.memory}
+    if deploy.gpus:
+        quantity["nvidia.com/gpu"] = str(deploy.gpus)
+    env = [
+        V1EnvVar(name="KEEL_SERVE_UNSEEN_CATEGORY", value=deploy.unseen_category),
+        V1EnvVar(name="KEEL_SERVE_OUT_OF_RANGE", value=deploy.out_of_range),
+        V1EnvVar(name="KEEL_SERVE_LOG_PAYLOADS", value=str(deploy.log_payloads).lower()),
+    ]
+    labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "keel", "app.kubernetes.io/component": "predictor"}
+    isvc = V1beta1InferenceService(
+        api_version=f"{GROUP}/{VERSION}",
+        kind="InferenceService",
+        metadata=V1ObjectMeta(
+            name=name,
+            namespace=deploy.namespace,
+            labels=labels,
+            annotations={
+                # As manifests/base: Knative mode gives scale-to-zero, concurrency scaling and
+                # canaries; the sidecar is what enforces the JWT policies.
+                "serving.kserve.io/deploymentMode": "Knative",
+                "sidecar.istio.io/inject": "true",
+                # Lineage: which registered bytes this service runs.
+                "keel.ml/model-name": bundle["model_name"],
+                "keel.ml/model-version": str(bundle["version"]),
+                "keel.ml/bundle-hash": bundle["bundle_hash"],
+                "serving.kserve.io/enable-prometheus-scraping": "true",
+            },
+        ),
+        spec=V1beta1InferenceServiceSpec(
+            predictor=V1beta1PredictorSpec(
+                # The label manifests/base's auth and network policies select.
+                labels={"keel.ml/role": "predictor"},
+                min_replicas=deploy.min_replicas,
+                max_replicas=deploy.max_replicas,
+                scale_metric=deploy.scale_metric,
+                scale_target=deploy.scale_target,
+                canary_traffic_percent=deploy.canary_traffic_percent,
+                service_account_name=deploy.service_account,
+                security_context={"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                node_selector={"nvidia.com/gpu.present": "true"} if deploy.gpus else None,
+                tolerations=[V1Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")] if deploy.gpus else None,
+                model=V1beta1ModelSpec(
+                    # The runtime's container is kserve-container; the model spec is merged into it.
+                    name="kserve-container",
+                    model_format=V1beta1ModelFormat(name="keel", version="1"),
+                    runtime=deploy.runtime,
+                    storage_uri=bundle["registry_uri"],
+                    env=env,
+                    resources=V1ResourceRequirements(requests=dict(quantity), limits=dict(quantity)),
+                    security_context=dict(_RESTRICTED),
+                ),
+            )
+        ),
+    )
+    return ApiClient().sanitize_for_serialization(isvc)
+
+
+def cluster_source(environ=os.environ) -> str | None:
+    """Where Kubernetes credentials would come from, or None when no cluster is configured."""
+    if environ.get("KUBERNETES_SERVICE_HOST") and Path("/var/run/secrets/kubernetes.io/serviceaccount/token").is_file():
+        return "in-cluster service account"
+    kubeconfig = environ.get("KUBECONFIG")
+    if kubeconfig:
+        return f"KUBECONFIG={kubeconfig}" if all(Path(p).is_file() for p in kubeconfig.split(os.pathsep) if p) else None
+    default = Path(environ.get("HOME", "~")).expanduser() / ".kube" / "config"
+    return str(default) if default.is_file() else None
+
+
+def apply(manifest: dict, source: str) -> str:
+    """Creates the InferenceService, or merge-patches it when it exists. Returns 'created' or 'updated'.
+
+    Args:
+        manifest: the rendered InferenceService.
+        source: what `cluster_source` found (in-cluster, KUBECONFIG=<paths> or a kubeconfig path).
+
+    Raises:
+        ConfigError: the credentials cannot be loaded.
+        StorageError: the API server refused it (the message has its status and reason).
+    """
+    from kubernetes import client, config
+    from kubernetes.client.rest import ApiException
+    from kubernetes.config.config_exception import ConfigException
+
+    configuration = client.Configuration()
+    try:
+        if source == "in-cluster service account":
+            config.load_incluster_config(client_configuration=configuration)
+        else:
+            # Named explicitly: the client reads $KUBECONFIG only once, at import.
+            config.load_kube_config(config_file=source.removeprefix("KUBECONFIG="), client_configuration=configuration)
+    except ConfigException as err:
+        raise ConfigError(f"deploy: cannot load Kubernetes credentials from {source} ({err})") from None
+    api = client.CustomObjectsApi(client.ApiClient(configuration))
+    namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+    try:
+        api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest)
+        return "created"
+    except ApiException as err:
+        if err.status != 409:
+            raise StorageError(f"InferenceService {namespace}/{name}: the API server refused it ({err.status} {err.reason}): {_message(err)}") from None
+    try:
+        api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, manifest)
+    except ApiException as err:
+        raise StorageError(f"InferenceService {namespace}/{name}: update refused ({err.status} {err.reason}): {_message(err)}") from None
+    return "updated"
+
+
+def _message(err) -> str:
+    import json
+
+    try:
+        return json.loads(err.body).get("message", "")[:300]
+    except (TypeError, ValueError, AttributeError):
+        return str(err.body or "")[:300]
+
+
+def deploy_model(bundle: dict, deploy: DeploySection, environ=os.environ) -> DeployResult:
+    """Renders the InferenceService, checks it against the schema, and applies it when enabled and a cluster is configured.
+
+    Raises:
+        ConfigError: enabled with a registry the cluster cannot read (a local path).
+    """
+    from keel.components._common.k8s_schema import check_manifest
+
+    manifest = render(bundle, deploy)
+    check_manifest(manifest)
+    if not deploy.enabled:
+        return DeployResult(manifest, False, "rendered", "deploy.enabled is false")
+    source = cluster_source(environ)
+    if source is None:
+        return DeployResult(manifest, False, "rendered", "no cluster configured (no in-cluster service account, KUBECONFIG or ~/.kube/config)")
+    if not bundle["registry_uri"].startswith(REMOTE_SCHEMES):
+        raise ConfigError(
+            f"registry.store: {bundle['registry_uri']} is a local path the cluster cannot read; "
+            "register to s3://bucket/prefix to deploy, or set deploy.enabled: false"
+        )
+    action = apply(manifest, source)
+    return DeployResult(manifest, True, action, f"applied via {source}")

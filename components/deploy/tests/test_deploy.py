@@ -1,0 +1,194 @@
+"""deploy_model: the rendered InferenceService, the schema check, and create-or-patch against an API server.
+
+No Kubernetes API server can run on this machine (no cluster, no envtest
+binaries, no network), so `apply` is tested against a small HTTP server that
+speaks the two calls it makes (POST create, PATCH merge) and records them.
+Everything else here is real: the kserve SDK models, the schema check, the
+kubernetes client and its kubeconfig loading.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import yaml
+
+from keel.components._common.config import DeploySection
+from keel.components._common.errors import ConfigError, StorageError
+from keel.components._common.k8s_schema import validate_manifest
+from keel.components.deploy.inference_service import cluster_source, deploy_model, render, service_name
+
+BUNDLE = {
+    "registry_uri": "s3://keel/registry/loans-high-risk/v7",
+    "model_name": "loans-high-risk",
+    "version": "v7",
+    "bundle_hash": "sha256:" + "ab" * 32,
+}
+NO_CLUSTER = {"HOME": "/nonexistent"}
+
+
+def test_render_is_a_valid_inference_service_for_the_bundle():
+    manifest = render(BUNDLE, DeploySection())
+    assert validate_manifest(manifest) == []
+    predictor = manifest["spec"]["predictor"]
+    assert manifest["metadata"]["name"] == "loans-high-risk"
+    assert manifest["metadata"]["annotations"]["keel.ml/bundle-hash"] == BUNDLE["bundle_hash"]
+    assert manifest["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
+    assert predictor["labels"] == {"keel.ml/role": "predictor"}  # what manifests/base's policies select
+    assert predictor["model"]["storageUri"] == BUNDLE["registry_uri"]
+    assert predictor["model"]["runtime"] == "keel-predictor" and predictor["model"]["modelFormat"]["name"] == "keel"
+    assert predictor["model"]["resources"]["requests"] == predictor["model"]["resources"]["limits"]
+    context = predictor["model"]["securityContext"]
+    assert context["allowPrivilegeEscalation"] is False and context["capabilities"] == {"drop": ["ALL"]}
+    assert context["runAsNonRoot"] and context["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert {e["name"]: e["value"] for e in predictor["model"]["env"]}["KEEL_SERVE_UNSEEN_CATEGORY"] == "reject"
+    assert "canaryTrafficPercent" not in predictor and "tolerations" not in predictor
+
+
+def test_render_follows_the_deploy_section():
+    section = DeploySection.parse({"name": "risk", "namespace": "team-a", "min_replicas": 0, "max_replicas": 9,
+                                   "scale_metric": "rps", "scale_target": 50, "canary_traffic_percent": 10,
+                                   "gpus": 1, "cpu": "2", "memory": "4Gi", "unseen_category": "warn"}, "deploy")
+    manifest = render(BUNDLE, section)
+    assert validate_manifest(manifest) == []
+    predictor = manifest["spec"]["predictor"]
+    assert (manifest["metadata"]["name"], manifest["metadata"]["namespace"]) == ("risk", "team-a")
+    assert (predictor["minReplicas"], predictor["maxReplicas"], predictor["scaleMetric"], predictor["scaleTarget"]) == (0, 9, "rps", 50)
+    assert predictor["canaryTrafficPercent"] == 10
+    assert predictor["model"]["resources"]["limits"] == {"cpu": "2", "memory": "4Gi", "nvidia.com/gpu": "1"}
+    assert predictor["tolerations"][0]["key"] == "nvidia.com/gpu"
+
+
+def test_service_names_are_dns_labels():
+    assert service_name(DeploySection(), "loans.high_risk") == "loans-high-risk"
+    assert service_name(DeploySection(), "7-day-churn") == "m-7-day-churn"
+    assert service_name(DeploySection(name="x1"), "anything") == "x1"
+
+
+@pytest.mark.parametrize("raw, field", [
+    ({"min_replicas": 5, "max_replicas": 2}, "max_replicas (2) is below min_replicas (5)"),
+    ({"cpu": "lots"}, "deploy.cpu"),
+    ({"canary_traffic_percent": 150}, "deploy.canary_traffic_percent"),
+    ({"name": "Bad_Name"}, "deploy.name"),
+    ({"scale_metric": "vibes"}, "deploy.scale_metric"),
+    ({"replicas": 3}, "deploy.replicas"),
+])
+def test_bad_deploy_values_name_the_field(raw, field):
+    with pytest.raises(ConfigError) as err:
+        DeploySection.parse(raw, "deploy")
+    assert field in str(err.value)
+
+
+def test_missing_bundle_metadata_is_a_clear_error():
+    with pytest.raises(ConfigError, match="bundle: metadata has no 'bundle_hash'"):
+        render({k: v for k, v in BUNDLE.items() if k != "bundle_hash"}, DeploySection())
+
+
+def test_disabled_or_without_a_cluster_it_only_renders():
+    result = deploy_model(BUNDLE, DeploySection(), NO_CLUSTER)
+    assert (result.applied, result.action, result.reason) == (False, "rendered", "deploy.enabled is false")
+    result = deploy_model(BUNDLE, DeploySection(enabled=True), NO_CLUSTER)
+    assert result.action == "rendered" and "no cluster configured" in result.reason
+
+
+# -- applying, against a recording stand-in for the API server ------------------------------------------
+
+class FakeApiServer(ThreadingHTTPServer):
+    def __init__(self, responses):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.responses = list(responses)  # (method, status) in the order they are expected
+        self.calls = []
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def _answer(self):
+        length = int(self.headers.get("content-length", 0))
+        body = json.loads(self.rfile.read(length) or b"{}")
+        self.server.calls.append((self.command, self.path, self.headers.get("content-type"), body))
+        method, status = self.server.responses.pop(0)
+        assert method == self.command
+        payload = body if status < 300 else {"kind": "Status", "status": "Failure", "message": f"denied by test ({status})", "code": status}
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_POST = do_PATCH = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def api_server(tmp_path):
+    servers = []
+
+    def start(*responses):
+        server = FakeApiServer(responses)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "test",
+            "clusters": [{"name": "test", "cluster": {"server": f"http://127.0.0.1:{server.server_address[1]}"}}],
+            "users": [{"name": "test", "user": {"token": "not-a-real-token"}}],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+        }))
+        return server, {"KUBECONFIG": str(kubeconfig), "HOME": str(tmp_path)}
+
+    yield start
+    for server in servers:
+        server.shutdown()
+
+
+def test_apply_creates_then_patches_an_existing_service(api_server):
+    server, env = api_server(("POST", 201), ("POST", 409), ("PATCH", 200))
+    section = DeploySection(enabled=True, namespace="team-a")
+    assert cluster_source(env) == f"KUBECONFIG={env['KUBECONFIG']}"
+    first = deploy_model(BUNDLE, section, env)
+    assert (first.applied, first.action) == (True, "created")
+    second = deploy_model(dict(BUNDLE, registry_uri="s3://keel/registry/loans-high-risk/v8", version="v8"), section, env)
+    assert second.action == "updated"
+    (m1, p1, _, b1), (m2, _, _, _), (m3, p3, ctype, b3) = server.calls
+    assert (m1, p1) == ("POST", "/apis/serving.kserve.io/v1beta1/namespaces/team-a/inferenceservices")
+    assert b1["spec"]["predictor"]["model"]["storageUri"].endswith("/v7")
+    assert (m3, p3) == ("PATCH", "/apis/serving.kserve.io/v1beta1/namespaces/team-a/inferenceservices/loans-high-risk")
+    assert ctype == "application/merge-patch+json"
+    assert b3["spec"]["predictor"]["model"]["storageUri"].endswith("/v8")
+
+
+def test_a_refused_apply_is_one_line_with_the_api_message(api_server):
+    server, env = api_server(("POST", 403))
+    with pytest.raises(StorageError, match=r"InferenceService keel-dev/loans-high-risk: the API server refused it \(403 .*denied by test"):
+        deploy_model(BUNDLE, DeploySection(enabled=True), env)
+
+
+def test_a_local_registry_cannot_be_deployed_to_a_cluster(api_server):
+    server, env = api_server()
+    with pytest.raises(ConfigError, match="registry.store: /runs/registry/m/v1 is a local path the cluster cannot read"):
+        deploy_model(dict(BUNDLE, registry_uri="/runs/registry/m/v1"), DeploySection(enabled=True), env)
+    assert server.calls == []
+
+
+def test_unreadable_credentials_are_a_config_error(tmp_path):
+    (tmp_path / "kubeconfig").write_text("kind: Config\nclusters: []\n")
+    env = {"KUBECONFIG": str(tmp_path / "kubeconfig"), "HOME": str(tmp_path)}
+    with pytest.raises(ConfigError, match="deploy: cannot load Kubernetes credentials from KUBECONFIG="):
+        deploy_model(BUNDLE, DeploySection(enabled=True), env)
+
+
+def test_component_compiles_with_its_inputs_and_outputs(tmp_path):
+    from kfp import compiler
+
+    from keel.components.deploy.component import deploy_model as component
+
+    compiler.Compiler().compile(component, str(tmp_path / "deploy.yaml"))
+    spec = yaml.safe_load((tmp_path / "deploy.yaml").read_text())
+    inputs = spec["root"]["inputDefinitions"]
+    assert set(inputs["artifacts"]) == {"bundle"} and set(inputs["parameters"]) == {"deploy"}
+    assert set(spec["root"]["outputDefinitions"]["artifacts"]) == {"manifest"}
