@@ -23,15 +23,11 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from keel.components.register.bundle import Bundle
 from keel.components.serve.inputs import InputSchema, Policy
+from keel.components.serve.predictors import serving_predictor
 from keel.components.serve.transform import ServingFeatures, request_frame
 
 log = logging.getLogger("keel.serve")
 payload_log = logging.getLogger("keel.serve.payloads")
-
-# scikit-learn defines these classifiers' predict as classes_[argmax(predict_proba)],
-# so one predict_proba call gives both, exactly.
-_ARGMAX_CLASSIFIERS = {"HistGradientBoostingClassifier", "RandomForestClassifier", "GradientBoostingClassifier"}
-
 
 def _v2_datatype(values: list) -> str:
     if values and all(isinstance(v, bool) for v in values):
@@ -80,7 +76,7 @@ class KeelModel(kserve.Model):
         self.estimator = copy.copy(estimator)
         if "feature_names_in_" in vars(self.estimator):  # scikit-learn's; XGBoost's is a read-only property
             del self.estimator.feature_names_in_
-        self._argmax = type(estimator).__name__ in _ARGMAX_CLASSIFIERS and hasattr(estimator, "predict_proba")
+        self.predictor = serving_predictor(self.estimator, classification=self.classes is not None)
         problem = self._check_against_pipeline(probe)
         if problem:
             log.warning("serving falls back to the registered Pipeline end to end (slower): %s", problem)
@@ -142,16 +138,14 @@ class KeelModel(kserve.Model):
         if fast:
             # Column-major, as scikit-learn gets it from the Pipeline's DataFrame: the same
             # memory order makes BLAS sum in the same order, so linear models match to the bit.
-            X = np.asfortranarray(self.features.transform(columns))
-            model = self.estimator
+            values, proba = self.predictor.predict(np.asfortranarray(self.features.transform(columns)))
         else:
             X = request_frame(columns, self.bundle.input_columns)
-            model = self.bundle.model
+            values = self.bundle.model.predict(X)
+            proba = self.bundle.model.predict_proba(X) if self.classes is not None else None
         if self.classes is None:
-            return [float(v) for v in model.predict(X)], None
-        proba = model.predict_proba(X)
-        codes = np.argmax(proba, axis=1) if (fast and self._argmax) else model.predict(X)
-        return [self.classes[int(c)] for c in codes], proba
+            return [float(v) for v in values], None
+        return [self.classes[int(c)] for c in values], proba
 
     def _columns(self, payload: Any) -> tuple[dict[str, list], str]:
         if isinstance(payload, InferRequest):

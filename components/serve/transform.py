@@ -96,21 +96,26 @@ def _compile_imputer(step, sources):
     return impute, out_sources
 
 
+def _center_then_scale(center, scale):
+    """(X - center) / scale with scikit-learn's in-place operations, so results are bit-identical."""
+
+    def kernel(X):
+        X = np.array(X, dtype="float64")
+        if center is not None:
+            X -= center
+        if scale is not None:
+            X /= scale
+        return X
+
+    return kernel
+
+
 def _compile_scaler(step, sources):
     name = type(step).__name__
     if name == "StandardScaler":
-        mean = step.mean_ if step.with_mean else None
-        scale = step.scale_ if step.with_std else None
-
-        def scale_standard(X):
-            X = np.array(X, dtype="float64")
-            if mean is not None:
-                X -= mean
-            if scale is not None:
-                X /= scale
-            return X
-
-        return scale_standard, sources
+        return _center_then_scale(step.mean_ if step.with_mean else None, step.scale_ if step.with_std else None), sources
+    if name == "RobustScaler":
+        return _center_then_scale(step.center_ if step.with_centering else None, step.scale_ if step.with_scaling else None), sources
     if name == "MinMaxScaler":
         mul, add, clip, bounds = step.scale_, step.min_, step.clip, step.feature_range
 
@@ -123,19 +128,6 @@ def _compile_scaler(step, sources):
             return X
 
         return scale_minmax, sources
-    if name == "RobustScaler":
-        center = step.center_ if step.with_centering else None
-        scale = step.scale_ if step.with_scaling else None
-
-        def scale_robust(X):
-            X = np.array(X, dtype="float64")
-            if center is not None:
-                X -= center
-            if scale is not None:
-                X /= scale
-            return X
-
-        return scale_robust, sources
     raise NotCompilable(name)
 
 

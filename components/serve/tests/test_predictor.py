@@ -252,3 +252,28 @@ def test_a_tampered_file_is_refused_before_unpickling(store):
     (copy / "schema.json").write_text((copy / "schema.json").read_text().replace('"integer"', '"float"', 1))
     with pytest.raises(DataError, match="schema.json"):
         load_model_bundle(str(copy))
+
+
+# -- the compiled gradient-boosting trees are scikit-learn's, bit for bit ----------------------------------
+
+@pytest.mark.filterwarnings("ignore:X does not have valid feature names")  # the reference calls take the bare matrix
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_compiled_trees_equal_scikit_learn_on_real_rows(store, loans, task, one_thread):
+    from keel.components.serve.predictors import CompiledHistGradientBoosting, serving_predictor
+
+    uri = make_bundle(store, task=task, rows=1500, model_name=f"trees-{task}")
+    model = KeelModel("m", load_model_bundle(uri))
+    model.load()
+    assert isinstance(model.predictor, CompiledHistGradientBoosting)
+    inputs = model.bundle.input_columns
+    frame = loans[inputs].iloc[2000:2600]
+    X = model.features.transform(_columns(frame))
+    estimator = model.bundle.model.steps[-1][1]
+    assert np.array_equal(model.predictor.raw(X), estimator._raw_predict(X))
+    values, proba = model.predictor.predict(X)
+    if task == "regression":
+        assert np.array_equal(values, estimator.predict(X)) and proba is None
+    else:
+        assert np.array_equal(estimator.classes_[values], estimator.predict(X))
+        assert np.array_equal(proba, estimator.predict_proba(X))
+    assert type(serving_predictor(object(), True)).__name__ == "EstimatorPredictor"
