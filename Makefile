@@ -62,6 +62,12 @@ golden: install
 
 bench: bench-pipeline
 
+# The throughput figures need Debian's wrk; without it (and without root to
+# install it) the bench prints why and reports latency only.
+bench-serve: install
+	@command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null 2>&1 || echo "wrk not installed (apt-get install wrk): no throughput figures"
+	$(PY) tests/bench/serve.py
+
 bench-%: install
 	$(PY) tests/bench/$(subst -,_,$*).py
 

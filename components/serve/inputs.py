@@ -52,7 +52,9 @@ class Field:
 
 
 @dataclass
-class Warning_:
+class InputWarning:
+    """A served value outside the training data (policy `warn`)."""
+
     column: str
     kind: str  # "unseen_category" | "out_of_range"
     where: str
@@ -173,7 +175,7 @@ class InputSchema:
 
     # -- checking ---------------------------------------------------------------------------
 
-    def check(self, columns: dict[str, list], locate: Callable[[str, int], str]) -> list[Warning_]:
+    def check(self, columns: dict[str, list], locate: Callable[[str, int], str]) -> list[InputWarning]:
         """Checks every value in place; raises InvalidInput on the first violation.
 
         Integral floats in integer columns stay as they are (JSON has one number type).
@@ -181,7 +183,7 @@ class InputSchema:
         Returns:
             The policy warnings (out-of-range numbers, unseen categories) when the policy is `warn`.
         """
-        warnings: list[Warning_] = []
+        warnings: list[InputWarning] = []
         policy = self.policy
         for field in self.fields:
             values = columns[field.name]
@@ -205,7 +207,7 @@ class InputSchema:
                                 f"{locate(field.name, i)}: {value} is outside the training range [{lo}, {hi}] "
                                 "(policy KEEL_SERVE_OUT_OF_RANGE=reject)"
                             )
-                        warnings.append(Warning_(field.name, "out_of_range", locate(field.name, i)))
+                        warnings.append(InputWarning(field.name, "out_of_range", locate(field.name, i)))
                 elif kind == "boolean":
                     if t is not bool:
                         raise InvalidInput(f"{locate(field.name, i)}: expected true or false, got {_describe(value)}")
@@ -219,7 +221,7 @@ class InputSchema:
                                 f"{locate(field.name, i)}: category {value[:40]!r} was not seen in training; "
                                 f"expected one of {shown} (policy KEEL_SERVE_UNSEEN_CATEGORY=reject)"
                             )
-                        warnings.append(Warning_(field.name, "unseen_category", locate(field.name, i)))
+                        warnings.append(InputWarning(field.name, "unseen_category", locate(field.name, i)))
         return warnings
 
     # -- probes ----------------------------------------------------------------------------

@@ -191,7 +191,15 @@ class KeelModel(kserve.Model):
             if proba is not None:
                 item["probabilities"] = dict(zip(map(str, self.classes), map(float, proba[i])))
         self._log_payload(headers, columns, predictions)
-        return {"explanations": explanations, "method": explainer.method, "output_space": "raw model output (log-odds for boosted classifiers)"}
+        return {"explanations": explanations, "method": explainer.method, "output_space": self._output_space()}
+
+    def _output_space(self) -> str:
+        """What `output` (= base_value + sum of attributions) is measured in."""
+        if self.classes is None:
+            return "prediction"
+        if self.bundle.info.get("family") == "random_forest":
+            return "probability"
+        return "log-odds" if len(self.classes) == 2 else "log-odds per class (softmax input)"
 
     def _log_payload(self, headers, columns, predictions) -> None:
         if not self.log_payloads:

@@ -96,7 +96,7 @@ def test_explain_attributions_are_per_raw_column_and_add_up(secured, bundle, row
         assert item["prediction"] == labels[i]
         magnitudes = [abs(v) for v in item["attributions"].values()]
         assert magnitudes == sorted(magnitudes, reverse=True)
-    assert body["method"] == "tree"
+    assert body["method"] == "tree" and body["output_space"] == "log-odds"
 
 
 # -- bad input: 4xx naming the field, never a 500 ------------------------------------------------
