@@ -86,6 +86,7 @@ class InputSchema:
             for name in input_columns
         ]
         self.by_name = {f.name: f for f in self.fields}
+        self._accepted = {f.name: _ACCEPTED_V2[f.type] for f in self.fields}
         self.names = [f.name for f in self.fields]
         self._known = ", ".join(self.names[:12]) + (", …" if len(self.names) > 12 else "")
 
@@ -130,33 +131,31 @@ class InputSchema:
             self._wrong_keys(given, "inputs")
         columns: dict[str, list] = {}
         rows = None
+        accepted = self._accepted
         for tensor in inputs:
-            field = self.by_name[tensor.name]
-            where = f"inputs[{tensor.name}]"
-            if tensor.datatype not in _ACCEPTED_V2[field.type]:
-                raise InvalidInput(
-                    f"{where}: datatype {tensor.datatype} does not fit a {field.type} column; use {field.datatype}"
-                )
-            shape = list(tensor.shape or [])
-            data = tensor.data
+            name, datatype, shape, data = tensor.name, tensor.datatype, tensor.shape, tensor.data
+            if datatype not in accepted[name]:
+                field = self.by_name[name]
+                raise InvalidInput(f"inputs[{name}]: datatype {datatype} does not fit a {field.type} column; use {field.datatype}")
             if hasattr(data, "tolist"):
                 data = data.tolist()
             if not isinstance(data, list):
-                raise InvalidInput(f"{where}: data must be a list")
+                raise InvalidInput(f"inputs[{name}]: data must be a list")
+            shape = list(shape or [])
             if len(shape) == 2 and shape[1] == 1:
                 data = [v[0] if isinstance(v, list) and len(v) == 1 else v for v in data]
             elif len(shape) != 1:
-                raise InvalidInput(f"{where}: shape {shape} is not supported; send shape [rows] (or [rows, 1])")
+                raise InvalidInput(f"inputs[{name}]: shape {shape} is not supported; send shape [rows] (or [rows, 1])")
             if shape[0] != len(data):
-                raise InvalidInput(f"{where}: shape says {shape[0]} rows but data has {len(data)} values")
+                raise InvalidInput(f"inputs[{name}]: shape says {shape[0]} rows but data has {len(data)} values")
             if rows is None:
                 rows = len(data)
                 if rows == 0:
-                    raise InvalidInput(f"{where}: no rows")
+                    raise InvalidInput(f"inputs[{name}]: no rows")
                 self._check_rows(rows, "inputs")
             elif len(data) != rows:
-                raise InvalidInput(f"{where}: has {len(data)} rows but inputs[{inputs[0].name}] has {rows}")
-            columns[tensor.name] = data
+                raise InvalidInput(f"inputs[{name}]: has {len(data)} rows but inputs[{inputs[0].name}] has {rows}")
+            columns[name] = data
         return {name: columns[name] for name in self.names}
 
     def _check_rows(self, rows: int, where: str) -> None:

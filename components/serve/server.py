@@ -151,6 +151,12 @@ def serve(model, sock: socket.socket, settings: ServeSettings, workers: int = 1,
     dataplane = DataPlane(model_registry=repository)
 
     class KeelRESTServer(RESTServer):
+        def _add_middlewares(self, app):
+            # kserve's TimingMiddleware matches the route a second time and formats a
+            # log line per request even when tracing is off; the Gateway below records
+            # latency (Prometheus) and logs each request once.
+            pass
+
         def create_application(self):
             super().create_application()
             import kserve.model_server

@@ -81,7 +81,7 @@ def _compile_imputer(step, sources):
     indicator = step.indicator_.features_ if getattr(step, "indicator_", None) is not None else None
 
     def impute(X: np.ndarray) -> np.ndarray:
-        mask = np.isnan(X) if X.dtype.kind == "f" else np.vectorize(_is_missing, otypes=[bool])(X)
+        mask = np.isnan(X) if X.dtype.kind == "f" else pd.isna(X)  # None and NaN, in C
         X = X.copy()
         if mask.any():
             rows, cols = np.nonzero(mask)
