@@ -60,7 +60,7 @@ serve: install
 golden: install
 	$(VENV)/bin/keel compile --out tests/golden
 
-bench: bench-pipeline
+bench: bench-pipeline bench-serve
 
 # The throughput figures need Debian's wrk; without it (and without root to
 # install it) the bench prints why and reports latency only.
