@@ -17,10 +17,10 @@ PYTEST_ARGS ?=
 # pyflakes' checks and syntax errors; tests/test_lint.py runs the same in `make test`.
 RUFF_ARGS := --select F,E9 --target-version py311
 
-.PHONY: install run test test-fast compile golden serve bench lint clean help
+.PHONY: install run test test-fast compile golden serve tune bench lint clean help
 
 help:
-	@echo "make run | test | serve | install | compile | golden | bench | bench-pipeline | bench-serve | lint | clean"
+	@echo "make run | test | serve | tune | install | compile | golden | bench | bench-pipeline | bench-serve | bench-hpo | lint | clean"
 
 install: $(STAMP)
 
@@ -50,6 +50,11 @@ test-fast: install
 compile: install
 	$(VENV)/bin/keel compile --out dist
 
+# Only the hyperparameter search of a config with a `tune` section, with a trial table.
+TUNE_CONFIG ?= pipelines/configs/loans-tuned.yaml
+tune: install
+	$(VENV)/bin/keel tune $(TUNE_CONFIG)
+
 # Serves the latest registered model (run `make run` first) on 127.0.0.1:$(PORT).
 MODEL ?= latest
 PORT ?= 8080
@@ -60,7 +65,7 @@ serve: install
 golden: install
 	$(VENV)/bin/keel compile --out tests/golden
 
-bench: bench-pipeline bench-serve
+bench: bench-pipeline bench-serve bench-hpo
 
 # The throughput figures need Debian's wrk; without it (and without root to
 # install it) the bench prints why and reports latency only.

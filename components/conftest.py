@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from keel.components._common.testing import one_thread, s3_server, s3_store  # noqa: F401 (fixtures)
+from keel.components._common.testing import kube_api, one_thread, s3_server, s3_store  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import argparse
 import sys
 import time
 
+from keel.components._common.config import KATIB_ALGORITHMS
 from keel.components._common.errors import KeelError
 
 EXIT_STEP_FAILED = 1
@@ -28,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Examples:\n  keel run                                  # the default config (Lending Club loans)\n"
         "  keel run pipelines/configs/default.yaml\n  keel run --data loans.csv --target default --task binary\n"
         "  keel compile --out dist                   # IR YAML for the Kubeflow dashboard\n"
+        "  keel tune pipelines/configs/loans-tuned.yaml   # only the hyperparameter search, with a trial table\n"
         "  keel serve                                # the latest registered model on 127.0.0.1:8080",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -57,6 +59,17 @@ def _parser() -> argparse.ArgumentParser:
         "dashboard. With CONFIG, its values become the pipeline parameters' defaults."))
     comp.add_argument("config", nargs="?", help="config whose values become the parameters' defaults")
     comp.add_argument("--out", default="dist", help="output directory (default: dist)")
+
+    tun = sub.add_parser("tune", help="run only the hyperparameter search, here, with a trial table", description=(
+        "Prepare the features (the pipeline's own stage functions, in-process) and run the config's `tune` section: a "
+        "Katib Experiment, executed here by Optuna with the sampler that matches the Katib algorithm (backend: local), "
+        "or submitted to Katib (backend: katib). Without a tune section, the model family's default search space is used."))
+    tun.add_argument("config", nargs="?", help="pipeline config YAML (default: the embedded default config)")
+    tun.add_argument("--algorithm", choices=KATIB_ALGORITHMS, help="tune.algorithm (a Katib algorithm name)")
+    tun.add_argument("--max-trials", type=int, metavar="N", help="tune.max_trials")
+    tun.add_argument("--parallel-trials", type=int, metavar="N", help="tune.parallel_trials")
+    tun.add_argument("--emit-experiment", metavar="PATH", help="write the Katib Experiment YAML and run nothing")
+    _add_override_flags(tun)
 
     srv = sub.add_parser("serve", help="serve a registered model on 127.0.0.1 with the KServe predictor", description=(
         "Start the Keel predictor (the same KServe model server as the cluster image) on 127.0.0.1. "
@@ -156,6 +169,17 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from keel.pipelines.tune_run import tune, with_tune_flags
+
+    for flag, value in (("--max-trials", args.max_trials), ("--parallel-trials", args.parallel_trials)):
+        if value is not None and value < 1:
+            raise KeelError(f"{flag}: {value}; use 1 or more")
+    cfg = with_tune_flags(resolve_config(args), args.algorithm, args.max_trials, args.parallel_trials)
+    tune(cfg, emit_experiment=args.emit_experiment)
+    return 0
+
+
 def cmd_serve(args) -> int:
     import os
 
@@ -185,7 +209,7 @@ def cmd_serve(args) -> int:
     return run(args.model, args.name, "127.0.0.1", args.port, args.workers, store=store, registry_name=model_name, on_ready=announce)
 
 
-COMMANDS = {"run": cmd_run, "check": cmd_check, "compile": cmd_compile, "serve": cmd_serve}
+COMMANDS = {"run": cmd_run, "check": cmd_check, "compile": cmd_compile, "tune": cmd_tune, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,7 @@ from keel.components._common.config import (
     ModelSection,
     RegistrySection,
     SplitSection,
+    TuneSection,
     TargetSection,
     ValidationSection,
     format_validation_error,
@@ -54,11 +55,20 @@ class TrainingConfig(BaseModel):
     model_card: ModelCardSection = Field(default_factory=ModelCardSection)
     registry: RegistrySection = Field(default_factory=RegistrySection)
     deploy: DeploySection = Field(default_factory=DeploySection)
+    # Optional: with a `tune` section the run is the tuned training pipeline
+    # (features -> tune -> train), whose extra parameter this is.
+    tune: TuneSection | None = None
+
+    @property
+    def pipeline_name(self) -> str:
+        """Which compiled pipeline this config runs: `training` or `training-tuned`."""
+        return "training-tuned" if self.tune is not None else "training"
 
     def pipeline_arguments(self) -> dict[str, dict]:
         """The pipeline's parameters: one JSON-safe dict per section."""
         # None means "use the default"; KFP rejects None inside a struct parameter.
-        return {name: getattr(self, name).model_dump(mode="json", exclude_none=True) for name in SECTIONS}
+        names = SECTIONS + (("tune",) if self.tune is not None else ())
+        return {name: getattr(self, name).model_dump(mode="json", exclude_none=True) for name in names}
 
 
 def parse_config(raw: Any, source: str = "config") -> TrainingConfig:

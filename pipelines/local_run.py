@@ -33,10 +33,17 @@ STEPS = ("ingest-data", "profile-data", "validate-data", "clean-data", "split-da
          "train-model", "evaluate-model", "write-model-card", "register-model", "deploy-model")
 # The steps inside the metrics gate's dsl.If: skipped together when the gate fails.
 GATED_STEPS = ("register-model", "deploy-model")
+TUNE_STEP = "tune-hyperparameters"
+ALL_STEPS = STEPS[:6] + (TUNE_STEP,) + STEPS[6:]  # every step name, in pipeline order
+
+
+def steps_for(cfg: TrainingConfig) -> tuple[str, ...]:
+    """The steps a config runs: the tuned pipeline adds the search after the features step."""
+    return ALL_STEPS if cfg.tune is not None else STEPS
 
 
 def _step_order(path: Path) -> int:
-    return STEPS.index(path.name) if path.name in STEPS else len(STEPS)
+    return ALL_STEPS.index(path.name) if path.name in ALL_STEPS else len(ALL_STEPS)
 
 
 class PipelineFailed(KeelError):
@@ -258,11 +265,12 @@ def _run(cfg: TrainingConfig, *, runner, pipeline_root, verbose, step_server, ca
                enable_caching=cache, cache_root=str(root / ".kfp_cache"))
     code = source_hash()
     pipeline = build_training_pipeline(
+        tune=cfg.tune is not None,
         ingest_cache_key=ingest_cache_key(cfg, data_hash, code) if cache and data_hash else None,
         step_env={"KEEL_SOURCE_HASH": code},
     )
     log_path = root / f".keel-run-{os.getpid()}.log"
-    progress = ProgressLog(log_path, sys.stdout, total_steps=len(STEPS))
+    progress = ProgressLog(log_path, sys.stdout, total_steps=len(steps_for(cfg)))
     with _kfp_output_to(progress, verbose) as stack:
         if step_server is not None:
             if step_server.wait_ready():
@@ -279,7 +287,7 @@ def _run(cfg: TrainingConfig, *, runner, pipeline_root, verbose, step_server, ca
     summary.outputs = {name: _plain(value) for name, value in (task.outputs or {}).items()}
     skipped = set(GATED_STEPS) if summary.passed is False else set()
     if summary.outputs:  # a finished run: steps with no directory here came from the cache
-        summary.cached = [s for s in STEPS if s not in summary.steps and s not in skipped]
+        summary.cached = [s for s in steps_for(cfg) if s not in summary.steps and s not in skipped]
     failed = [s.name for s in summary.steps.values() if s.status != "SUCCESS"]
     if failed:
         cause = progress.step_errors[-1] if progress.step_errors else "see the log"

@@ -1,5 +1,9 @@
-"""The training pipeline: ingest -> profile, validate -> clean -> split ->
-features -> train -> evaluate -> model card -> (gate) register -> deploy.
+"""The training pipelines: ingest -> profile, validate -> clean -> split ->
+features -> [tune ->] train -> evaluate -> model card -> (gate) register -> deploy.
+
+`training` is the plain pipeline; `training-tuned` adds a hyperparameter search
+(a Katib Experiment) between features and train and takes the `tune` section
+as one more parameter.
 
 Every parameter is one config section (see keel.pipelines.config). The same
 function runs locally under kfp.local and compiles to IR for a cluster.
@@ -20,9 +24,11 @@ from keel.components.profile.component import profile_data
 from keel.components.register.component import register_model
 from keel.components.split.component import split_data
 from keel.components.train.component import train_model
+from keel.components.tune.component import tune_hyperparameters
 from keel.components.validate.component import validate_data
 
 PIPELINE_NAME = "keel-training"
+TUNED_PIPELINE_NAME = "keel-training-tuned"
 
 
 class TrainingOutputs(NamedTuple):
@@ -37,10 +43,12 @@ class TrainingOutputs(NamedTuple):
     clean_quarantine: Dataset
 
 
-def build_training_pipeline(*, ingest_cache_key: str | None = None, step_env: dict[str, str] | None = None):
-    """The training pipeline; the arguments exist for local runs only.
+def build_training_pipeline(*, tune: bool = False, ingest_cache_key: str | None = None, step_env: dict[str, str] | None = None):
+    """The training pipeline (with `tune`, the tuned one); the other arguments exist for local runs only.
 
     Args:
+        tune: build `training-tuned`: a tune step between features and train,
+            and a `tune` parameter.
         ingest_cache_key: KFP caches a step by its inputs, and ingest's inputs
             name the source, not its content, so by default (and in compiled
             IR) ingest is never cached. A local run that has read the data
@@ -53,23 +61,7 @@ def build_training_pipeline(*, ingest_cache_key: str | None = None, step_env: di
             modules it imports).
     """
 
-    @dsl.pipeline(
-        name=PIPELINE_NAME,
-        description="Keel training: ingest, profile, validate, clean, split, features, train, evaluate, model card, register, deploy.",
-    )
-    def training_pipeline(
-        data: dict,
-        target: dict,
-        validation: dict,
-        clean: dict,
-        split: dict,
-        features: dict,
-        model: dict,
-        evaluation: dict,
-        model_card: dict,
-        registry: dict,
-        deploy: dict,
-    ) -> TrainingOutputs:
+    def steps(data, target, validation, clean, split, features, model, evaluation, model_card, registry, deploy, tune=None):
         ingest = ingest_data(data=data, target=target).set_display_name("ingest")
         if ingest_cache_key:
             ingest.set_caching_options(enable_caching=True, cache_key=ingest_cache_key)
@@ -83,16 +75,19 @@ def build_training_pipeline(*, ingest_cache_key: str | None = None, step_env: di
         feats = engineer_features(
             train=splits.outputs["train"], validation=splits.outputs["validation"], features=features
         ).set_display_name("features")
-        trained = train_model(
-            train_features=feats.outputs["train_features"],
-            validation_features=feats.outputs["validation_features"],
-            transformer=feats.outputs["transformer"],
-            target=target,
-            model=model,
-        ).set_display_name("train")
+        tasks = [ingest, profile, validate, cleaned, splits, feats]
+        # What the search and the final fit both train on.
+        fit_inputs = {name: feats.outputs[name] for name in ("train_features", "validation_features", "transformer")}
+        trained_with, search = model, None
+        if tune is not None:
+            tuner = tune_hyperparameters(**fit_inputs, target=target, model=model, tune=tune).set_display_name("tune")
+            trained_with, search = tuner.outputs["Output"], tuner.outputs["search"]
+            tasks.append(tuner)
+        trained = train_model(**fit_inputs, target=target, model=trained_with).set_display_name("train")
         evaluated = evaluate_model(
             trained_model=trained.outputs["trained_model"], test=splits.outputs["test"], target=target, evaluation=evaluation
         ).set_display_name("evaluate")
+        searched = {"search": search} if search is not None else {}
         card = write_model_card(
             raw=raw,
             profile_summary=profile.outputs["summary"],
@@ -101,6 +96,7 @@ def build_training_pipeline(*, ingest_cache_key: str | None = None, step_env: di
             target=target,
             model_card=model_card,
             registry=registry,
+            **searched,
         ).set_display_name("model-card")
         # A model that misses its thresholds is evaluated and documented, never registered.
         with dsl.If(evaluated.outputs["Output"] == True, name="metrics-gate-passed"):  # noqa: E712 (KFP condition)
@@ -125,13 +121,14 @@ def build_training_pipeline(*, ingest_cache_key: str | None = None, step_env: di
                 model=model,
                 evaluation=evaluation,
                 registry=registry,
+                **searched,
             ).set_display_name("register").set_caching_options(enable_caching=False)  # each run publishes its own version
             # Always renders the InferenceService for the new version; applies it only when
             # deploy.enabled is true (a runtime parameter, editable in the dashboard) and a
             # cluster is configured.
             deployed = deploy_model(bundle=register.outputs["bundle"], deploy=deploy).set_display_name("deploy")
             deployed.set_caching_options(enable_caching=False)  # applying is a side effect
-        for task in (ingest, profile, validate, cleaned, splits, feats, trained, evaluated, card, register, deployed):
+        for task in tasks + [trained, evaluated, card, register, deployed]:
             for name, value in (step_env or {}).items():
                 task.set_env_variable(name, value)
         return TrainingOutputs(
@@ -146,10 +143,37 @@ def build_training_pipeline(*, ingest_cache_key: str | None = None, step_env: di
             clean_quarantine=cleaned.outputs["quarantine"],
         )
 
+    # KFP reads a pipeline's parameters from its signature, so each variant
+    # spells out its own; both run the same steps.
+    if tune:
+        @dsl.pipeline(
+            name=TUNED_PIPELINE_NAME,
+            description="Keel training with a hyperparameter search: ingest, profile, validate, clean, split, features, "
+            "tune (a Katib Experiment), train, evaluate, model card, register, deploy.",
+        )
+        def training_tuned_pipeline(
+            data: dict, target: dict, validation: dict, clean: dict, split: dict, features: dict, model: dict,
+            evaluation: dict, model_card: dict, registry: dict, deploy: dict, tune: dict,
+        ) -> TrainingOutputs:
+            return steps(data, target, validation, clean, split, features, model, evaluation, model_card, registry, deploy, tune)
+
+        return training_tuned_pipeline
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Keel training: ingest, profile, validate, clean, split, features, train, evaluate, model card, register, deploy.",
+    )
+    def training_pipeline(
+        data: dict, target: dict, validation: dict, clean: dict, split: dict, features: dict, model: dict,
+        evaluation: dict, model_card: dict, registry: dict, deploy: dict,
+    ) -> TrainingOutputs:
+        return steps(data, target, validation, clean, split, features, model, evaluation, model_card, registry, deploy)
+
     return training_pipeline
 
 
 training_pipeline = build_training_pipeline()
+training_tuned_pipeline = build_training_pipeline(tune=True)
 
 
-PIPELINES = {"training": training_pipeline}
+PIPELINES = {"training": training_pipeline, "training-tuned": training_tuned_pipeline}

@@ -41,12 +41,13 @@ def test_ir_parses_into_pipeline_spec_and_loads_back(compiled):
     from kfp import components
     from kfp.pipeline_spec import pipeline_spec_pb2
 
-    for path in compiled.values():
+    names = {"training": "keel-training", "training-tuned": "keel-training-tuned"}
+    for name, path in compiled.items():
         docs = list(yaml.safe_load_all(path.read_text()))
         spec = json_format.ParseDict(docs[0], pipeline_spec_pb2.PipelineSpec())
-        assert spec.pipeline_info.name == "keel-training"
+        assert spec.pipeline_info.name == names[name]
         loaded = components.load_component_from_file(str(path))
-        assert loaded.name == "keel-training"
+        assert loaded.name == names[name]
 
 
 def test_ir_wires_every_stage_and_gates_registration(compiled):
@@ -75,3 +76,17 @@ def test_config_values_become_the_parameter_defaults(tmp_path):
     assert params["model"]["defaultValue"]["family"] == "xgboost"
     assert params["registry"]["defaultValue"]["store"] == "s3://models/keel"
     assert params["data"]["parameterType"] == "STRUCT"
+
+
+def test_the_tuned_pipeline_searches_before_training(compiled):
+    doc = yaml.safe_load(compiled["training-tuned"].read_text())
+    tasks = doc["root"]["dag"]["tasks"]
+    tune = tasks["tune-hyperparameters"]
+    assert set(tune["dependentTasks"]) == {"engineer-features"}
+    # train_model takes the tuned model section, the tune step's return value.
+    model_input = tasks["train-model"]["inputs"]["parameters"]["model"]
+    assert model_input["taskOutputParameter"] == {"outputParameterKey": "Output", "producerTask": "tune-hyperparameters"}
+    params = doc["root"]["inputDefinitions"]["parameters"]
+    assert params["tune"]["defaultValue"]["algorithm"] == "tpe"  # the loans-tuned example's search
+    # The search is recorded: the model card and the registration read the trials.
+    assert tasks["write-model-card"]["inputs"]["artifacts"]["search"]["taskOutputArtifact"]["producerTask"] == "tune-hyperparameters"

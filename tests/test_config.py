@@ -13,7 +13,9 @@ MINIMAL = {"data": {"source": "x.csv"}, "target": {"column": "y"}}
 @pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_example_config_loads(path):
     cfg = load_config(path)
-    assert set(cfg.pipeline_arguments()) == set(SECTIONS)
+    # The tuned pipeline takes one more parameter: the search.
+    assert set(cfg.pipeline_arguments()) == set(SECTIONS) | ({"tune"} if cfg.tune is not None else set())
+    assert cfg.pipeline_name == ("training-tuned" if cfg.tune is not None else "training")
 
 
 def test_default_config_drops_the_columns_that_leak_the_grade():

@@ -245,3 +245,23 @@ def test_reports_render_in_a_real_browser(first_run, tmp_path, step, output, hea
     assert "Uncaught" not in result.stderr and "CONSOLE" not in result.stderr
     if step in ("profile-data", "evaluate-model"):  # their plots are inline PNGs
         assert dom.count("<img") >= 1 and "data:image/png;base64," in dom
+
+
+def test_the_tuned_pipeline_trains_with_the_best_trial_and_records_the_search(tmp_path):
+    from keel.pipelines.config import CONFIG_DIR
+    from keel.pipelines.local_run import ALL_STEPS
+
+    cfg = with_overrides(load_config(CONFIG_DIR / "loans-tuned.yaml"), {
+        "registry.store": str(tmp_path), "data.sample_rows": SAMPLE,
+        "tune.max_trials": 3, "tune.parallel_trials": 2, "tune.early_stopping": None, "evaluation.min": {},
+        "tune.parameters": {"learning_rate": {"type": "double", "min": 0.05, "max": 0.2}, "max_iter": {"type": "int", "min": 20, "max": 60, "step": 20}},
+    })
+    run = run_local(cfg)
+    assert [s for s in ALL_STEPS if run.steps[s].status == "SUCCESS"] == list(ALL_STEPS)
+    search = _meta(run, "tune-hyperparameters", "search")
+    assert search["algorithm"] == "tpe" and len(search["trials_json"]) == 3
+    params = _meta(run, "train-model", "trained_model")["params"]
+    assert {k: params[k] for k in search["best_params"]} == pytest.approx(search["best_params"])
+    bundle = load_bundle(cfg.registry.store, cfg.registry.model_name)
+    assert [t["params"] for t in bundle.lineage["search"]["trials"]] == [t["params"] for t in search["trials_json"]]
+    assert "## Hyperparameter search" in bundle.files["model_card.md"].decode()

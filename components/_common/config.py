@@ -206,3 +206,96 @@ class DeploySection(Section):
         if self.max_replicas < self.min_replicas:
             raise ValueError(f"max_replicas ({self.max_replicas}) is below min_replicas ({self.min_replicas})")
         return self
+
+
+KATIB_ALGORITHMS = ("random", "grid", "tpe", "multivariate-tpe", "bayesianoptimization", "cmaes", "sobol", "hyperband")
+
+
+class TuneParameter(Section):
+    """One dimension of the search space, as Katib's ParameterSpec defines it."""
+
+    type: Literal["double", "int", "categorical"]
+    min: float | None = None
+    max: float | None = None
+    step: float | None = Field(None, gt=0)
+    log: bool = Field(False, description="Sample on a log scale (Katib distribution logUniform)")
+    values: list[str | int | float | bool] | None = None
+
+    @model_validator(mode="after")
+    def _space(self):
+        if self.type == "categorical":
+            if not self.values:
+                raise ValueError("categorical needs a non-empty 'values' list")
+            if len(set(map(str, self.values))) != len(self.values):
+                raise ValueError(f"categorical values repeat: {self.values}")
+            if self.min is not None or self.max is not None or self.log:
+                raise ValueError("categorical takes 'values', not min/max/log")
+            return self
+        if self.values is not None:
+            raise ValueError(f"{self.type} takes min and max, not 'values'")
+        if self.min is None or self.max is None:
+            raise ValueError(f"{self.type} needs both min and max")
+        if self.min >= self.max:
+            raise ValueError(f"min ({self.min}) must be below max ({self.max})")
+        if self.type == "int" and not (float(self.min).is_integer() and float(self.max).is_integer()):
+            raise ValueError(f"int bounds must be whole numbers, got {self.min}..{self.max}")
+        if self.log and self.min <= 0:
+            raise ValueError(f"log scale needs min > 0, got {self.min}")
+        if self.log and self.step is not None and self.type == "double":
+            raise ValueError("a double on a log scale cannot have a step; drop one of them")
+        if self.step is not None and self.step > self.max - self.min:
+            raise ValueError(f"step ({self.step}) is larger than the range {self.min}..{self.max}")
+        if self.type == "int" and self.step is not None and not float(self.step).is_integer():
+            raise ValueError(f"int step must be a whole number, got {self.step}")
+        return self
+
+
+class TuneObjective(Section):
+    metric: str = Field("roc_auc", description="Validation metric the trials print (metric=value)")
+    direction: Literal["maximize", "minimize"] = "maximize"
+    goal: float | None = Field(None, description="Stop the search once a trial reaches this value")
+
+
+class TuneEarlyStopping(Section):
+    """Katib's medianstop: stop a trial whose intermediate metric is below the median of finished trials."""
+
+    algorithm: Literal["medianstop"] = "medianstop"
+    min_trials_required: int = Field(3, ge=1)
+    start_step: int = Field(4, ge=1)
+
+
+class TuneSection(Section):
+    """Hyperparameter search over model.params: a Katib Experiment, run by Katib or locally by Optuna."""
+
+    objective: TuneObjective = Field(default_factory=TuneObjective)
+    algorithm: Literal["random", "grid", "tpe", "multivariate-tpe", "bayesianoptimization", "cmaes", "sobol", "hyperband"] = "tpe"
+    parameters: dict[str, TuneParameter] = Field(description="model.params name -> search space")
+    max_trials: int = Field(20, ge=1)
+    parallel_trials: int = Field(2, ge=1)
+    max_failed_trials: int = Field(3, ge=0)
+    early_stopping: TuneEarlyStopping | None = None
+    seed: int = 42
+    backend: Literal["local", "katib"] = Field("local", description="local: Optuna runs the Experiment here; katib: submit it")
+    namespace: str = Field("kubeflow-user-example-com", description="Katib: the Experiment's namespace")
+    resource: str | None = Field(None, description="hyperband: the integer parameter that is the trial budget (e.g. max_iter)")
+
+    @model_validator(mode="after")
+    def _algorithm_fits_space(self):
+        if not self.parameters:
+            raise ValueError("parameters: give at least one parameter to search")
+        kinds = {p.type for p in self.parameters.values()}
+        if self.algorithm == "grid":
+            loose = [n for n, p in self.parameters.items() if p.type == "double" and p.step is None]
+            if loose:
+                raise ValueError(f"grid needs a step for double parameters: {', '.join(loose)}")
+        if self.algorithm in ("cmaes", "sobol", "bayesianoptimization") and "categorical" in kinds:
+            raise ValueError(f"{self.algorithm} searches numeric spaces only; make the categorical parameters fixed model.params or use tpe")
+        if self.algorithm == "hyperband":
+            resource = self.parameters.get(self.resource or "")
+            if resource is None or resource.type != "int":
+                raise ValueError("hyperband needs resource: the name of an int parameter that is the trial budget (e.g. max_iter)")
+        elif self.resource is not None:
+            raise ValueError("resource only applies to algorithm hyperband")
+        if self.parallel_trials > self.max_trials:
+            raise ValueError(f"parallel_trials ({self.parallel_trials}) is more than max_trials ({self.max_trials})")
+        return self

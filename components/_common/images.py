@@ -36,4 +36,8 @@ COMPONENT_IMAGES = {
     "register_model": BASE_IMAGE,
     # Renders with the kserve SDK's models and applies with the kubernetes client (both in the base image).
     "deploy_model": BASE_IMAGE,
+    # Runs the search (Optuna locally, the Katib client on a cluster).
+    "tune_hyperparameters": BASE_IMAGE,
+    # The image of every Katib trial Job: Keel's trainer (`python -m keel.components.tune.trial`).
+    "tune_trial": BASE_IMAGE,
 }

@@ -17,10 +17,10 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from keel.components._common.config import DeploySection
 from keel.components._common.errors import ConfigError, StorageError
+from keel.components._common.kube import client_configuration, cluster_source
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 REMOTE_SCHEMES = ("s3://", "gs://", "pvc://", "https://", "hf://", "oci://")
@@ -125,17 +125,6 @@ def render(bundle: dict, deploy: DeploySection) -> dict:
     return ApiClient().sanitize_for_serialization(isvc)
 
 
-def cluster_source(environ=os.environ) -> str | None:
-    """Where Kubernetes credentials would come from, or None when no cluster is configured."""
-    if environ.get("KUBERNETES_SERVICE_HOST") and Path("/var/run/secrets/kubernetes.io/serviceaccount/token").is_file():
-        return "in-cluster service account"
-    kubeconfig = environ.get("KUBECONFIG")
-    if kubeconfig:
-        return f"KUBECONFIG={kubeconfig}" if all(Path(p).is_file() for p in kubeconfig.split(os.pathsep) if p) else None
-    default = Path(environ.get("HOME", "~")).expanduser() / ".kube" / "config"
-    return str(default) if default.is_file() else None
-
-
 def apply(manifest: dict, source: str) -> str:
     """Creates the InferenceService, or merge-patches it when it exists. Returns 'created' or 'updated'.
 
@@ -147,20 +136,10 @@ def apply(manifest: dict, source: str) -> str:
         ConfigError: the credentials cannot be loaded.
         StorageError: the API server refused it (the message has its status and reason).
     """
-    from kubernetes import client, config
+    from kubernetes import client
     from kubernetes.client.rest import ApiException
-    from kubernetes.config.config_exception import ConfigException
 
-    configuration = client.Configuration()
-    try:
-        if source == "in-cluster service account":
-            config.load_incluster_config(client_configuration=configuration)
-        else:
-            # Named explicitly: the client reads $KUBECONFIG only once, at import.
-            config.load_kube_config(config_file=source.removeprefix("KUBECONFIG="), client_configuration=configuration)
-    except ConfigException as err:
-        raise ConfigError(f"deploy: cannot load Kubernetes credentials from {source} ({err})") from None
-    api = client.CustomObjectsApi(client.ApiClient(configuration))
+    api = client.CustomObjectsApi(client.ApiClient(client_configuration(source, "deploy")))
     namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
     try:
         api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest)

@@ -159,6 +159,7 @@ def build_context(
     card: ModelCardSection,
     generated_at: str,
     model_name: str = "",
+    search=None,
 ) -> dict[str, Any]:
     """Everything the templates show, as plain data (also handy to test or export).
 
@@ -171,6 +172,7 @@ def build_context(
         card: the model_card config section (owners, intended use, limitations, ethics).
         generated_at: the timestamp printed on the card; the only varying part.
         model_name: the registry name the model is published under (registry.model_name).
+        search: the tune stage's `search` Dataset, when the parameters came from a search.
     """
     summary = read_summary(profile_summary)
     raw_meta = dict(raw.metadata or {})
@@ -228,10 +230,38 @@ def build_context(
             balance=_label_balance(balance, target_info.get("binary_balance"), [str(c) for c in model_meta.get("classes") or []]),
             train_rows=train_rows, metrics=scores, task=task,
         ),
+        "search": search_context(search),
         "lineage": [
             artifact_lineage(name, art)
             for name, art in (("raw", raw), ("profile_summary", profile_summary), ("trained_model", trained_model), ("metrics", metrics))
+            + ((("search", search),) if search is not None else ())
         ],
+    }
+
+
+MAX_TRIALS_SHOWN = 10
+
+
+def search_context(search) -> dict | None:
+    """The hyperparameter search as the card shows it: how it ran and its best trials."""
+    if search is None:
+        return None
+    meta = dict(search.metadata or {})
+    objective = meta.get("objective") or {}
+    trials = [t for t in meta.get("trials_json") or [] if t.get("value") is not None and t.get("state") == "COMPLETE"]
+    trials.sort(key=lambda t: t["value"], reverse=objective.get("direction", "maximize") == "maximize")
+    return {
+        "experiment": meta.get("experiment") or "not recorded",
+        "backend": meta.get("backend") or "not recorded",
+        "algorithm": meta.get("algorithm") or "not recorded",
+        "metric": objective.get("metric", "objective"),
+        "direction": objective.get("direction", "maximize"),
+        "best_value": meta.get("best_value"),
+        "best_params": [(str(k), _fmt(v)) for k, v in sorted((meta.get("best_params") or {}).items())],
+        "by_state": {str(k): _number(v) for k, v in (meta.get("trials_by_state") or {}).items()},
+        "top": [{"number": _number(t.get("number")), "value": t["value"],
+                 "params": ", ".join(f"{k}={_fmt(v)}" for k, v in sorted((t.get("params") or {}).items()))}
+                for t in trials[:MAX_TRIALS_SHOWN]],
     }
 
 
@@ -288,12 +318,13 @@ def write_model_card(
     html_path: str,
     generated_at: str | None = None,
     model_name: str = "",
+    search=None,
 ) -> dict:
     """Builds and writes the card; returns the title, the inputs' lineage rows and both files' hashes."""
     generated_at = generated_at or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     context = build_context(
         raw=raw, profile_summary=profile_summary, trained_model=trained_model, metrics=metrics,
-        target=target, card=card, generated_at=generated_at, model_name=model_name,
+        target=target, card=card, generated_at=generated_at, model_name=model_name, search=search,
     )
     markdown, page = render(context)
     storage.write_bytes(md_path, markdown.encode())

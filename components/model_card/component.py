@@ -1,5 +1,7 @@
 """KFP component: write_model_card."""
 
+from typing import Optional
+
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
@@ -17,6 +19,7 @@ def write_model_card(
     registry: dict,
     card_md: Output[Markdown],
     card_html: Output[HTML],
+    search: Optional[Input[Dataset]] = None,
 ):
     """Documents the trained model: details, intended use, factors, metrics, data, ethics, caveats, lineage.
 
@@ -30,6 +33,7 @@ def write_model_card(
         registry: the `registry` config section (the card names the model as it is registered).
         card_md: the card as Markdown (rendered by the Kubeflow dashboard).
         card_html: the card as a self-contained HTML page.
+        search: the tune step's trials, when the parameters came from a search (tuned pipeline).
     """
     from keel.components._common import lineage
     from keel.components._common.config import ModelCardSection, RegistrySection, TargetSection
@@ -42,7 +46,7 @@ def write_model_card(
         result = write_card(
             raw=raw, profile_summary=profile_summary, trained_model=trained_model, metrics=metrics,
             target=target_cfg, card=card_cfg, md_path=card_md.path, html_path=card_html.path,
-            model_name=RegistrySection.parse(registry, "registry").model_name,
+            model_name=RegistrySection.parse(registry, "registry").model_name, search=search,
         )
         parents = [{"name": r["name"], "uri": r["uri"], "content_hash": r["content_hash"]} for r in result["lineage"]]
         for artifact, digest in ((card_md, result["md_hash"]), (card_html, result["html_hash"])):

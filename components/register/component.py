@@ -1,5 +1,7 @@
 """KFP component: register_model."""
 
+from typing import Optional
+
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
@@ -29,6 +31,7 @@ def register_model(
     evaluation: dict,
     registry: dict,
     bundle: Output[Model],
+    search: Optional[Input[Dataset]] = None,
 ) -> str:
     """Publishes the model, schema, metrics, model card and lineage as a new registry version.
 
@@ -58,6 +61,7 @@ def register_model(
         evaluation: the `evaluation` config section.
         registry: the `registry` config section (store, model_name).
         bundle: a verified copy of the registered version's files, MANIFEST.json included.
+        search: the tune step's trials (tuned pipeline): every trial's parameters and value go into lineage.json.
 
     Returns:
         The registered version, e.g. "v3".
@@ -89,7 +93,8 @@ def register_model(
             "card_html": card_html, "raw": raw, "valid": valid, "cleaned": cleaned, "train": train,
             "test": test, "transformer": transformer,
         }
-        registered = register(inputs, config, registry_cfg, target_task=target_cfg.task)
+        searched = dict(search.metadata or {}) if search is not None else None
+        registered = register(inputs, config, registry_cfg, target_task=target_cfg.task, search=searched)
         write_local_copy(registered, bundle.path)
         bundle.metadata.update({
             "model_name": registered.model_name,

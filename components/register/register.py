@@ -147,6 +147,7 @@ def bundle_files(
     info: dict,
     metrics: dict,
     config: Mapping[str, dict],
+    search: Mapping | None = None,
 ) -> dict[str, bytes]:
     """Every file of a version except MANIFEST.json (the registry writes it)."""
     record = {
@@ -161,6 +162,13 @@ def bundle_files(
         # The evaluation verdict that let this model through (absent when evaluate recorded none).
         "evaluation_gate": dict(artifacts["metrics"].metadata or {}).get("gate"),
     }
+    if search is not None:
+        # The whole hyperparameter search: how it ran and every trial's parameters and value.
+        record["search"] = {
+            **{k: search.get(k) for k in ("experiment", "backend", "algorithm", "objective", "best_params", "best_value",
+                                          "trials_by_state", "content_hash")},
+            "trials": list(search.get("trials_json") or []),
+        }
     files = {BUNDLED[name]: data for name, data in inputs.items()}
     files[b.METRICS_FILE] = _json_bytes(metrics)
     files[b.LINEAGE_FILE] = _json_bytes(record)
@@ -173,6 +181,7 @@ def register(
     config: Mapping[str, Section | dict],
     registry: RegistrySection,
     target_task: str = "binary",
+    search: Mapping | None = None,
 ) -> Registered:
     """Publishes the trained model with its schema, metrics, card and lineage as a new version.
 
@@ -181,6 +190,7 @@ def register(
         config: section name -> the parsed section (recorded in lineage.json, passwords redacted).
         registry: where to publish and under which model name.
         target_task: the task, used when the model's metadata does not state it.
+        search: the tune step's `search` metadata (tuned pipeline), recorded in lineage.json.
 
     Returns:
         The published version; its files were read back and verified.
@@ -205,7 +215,7 @@ def register(
         registry.model_name,
         lambda v: bundle_files(
             model_name=registry.model_name, version=v, created_at=created_at, artifacts=artifacts,
-            inputs=inputs, info=info, metrics=metrics, config=sections,
+            inputs=inputs, info=info, metrics=metrics, config=sections, search=search,
         ),
     )
     # Read back what the store now holds: a registration is only reported once it verifies.

@@ -2,16 +2,14 @@
 
 No Kubernetes API server can run on this machine (no cluster, no envtest
 binaries, no network), so `apply` is tested against a small HTTP server that
-speaks the two calls it makes (POST create, PATCH merge) and records them.
+answers the two calls it makes (POST create, PATCH merge) and records them
+(`keel.components._common.testing.KubeApiStandIn`).
 Everything else here is real: the kserve SDK models, the schema check, the
 kubernetes client and its kubeconfig loading.
 """
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
@@ -19,7 +17,8 @@ import yaml
 from keel.components._common.config import DeploySection
 from keel.components._common.errors import ConfigError, StorageError
 from keel.components._common.k8s_schema import validate_manifest
-from keel.components.deploy.inference_service import cluster_source, deploy_model, render, service_name
+from keel.components._common.kube import cluster_source
+from keel.components.deploy.inference_service import deploy_model, render, service_name
 
 BUNDLE = {
     "registry_uri": "s3://keel/registry/loans-high-risk/v7",
@@ -96,58 +95,13 @@ def test_disabled_or_without_a_cluster_it_only_renders():
 
 # -- applying, against a recording stand-in for the API server ------------------------------------------
 
-class FakeApiServer(ThreadingHTTPServer):
-    def __init__(self, responses):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.responses = list(responses)  # (method, status) in the order they are expected
-        self.calls = []
+ISVC = "/apis/serving.kserve.io/v1beta1/namespaces/{}/inferenceservices"
 
 
-class _Handler(BaseHTTPRequestHandler):
-    def _answer(self):
-        length = int(self.headers.get("content-length", 0))
-        body = json.loads(self.rfile.read(length) or b"{}")
-        self.server.calls.append((self.command, self.path, self.headers.get("content-type"), body))
-        method, status = self.server.responses.pop(0)
-        assert method == self.command
-        payload = body if status < 300 else {"kind": "Status", "status": "Failure", "message": f"denied by test ({status})", "code": status}
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_POST = do_PATCH = _answer
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def api_server(tmp_path):
-    servers = []
-
-    def start(*responses):
-        server = FakeApiServer(responses)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "test",
-            "clusters": [{"name": "test", "cluster": {"server": f"http://127.0.0.1:{server.server_address[1]}"}}],
-            "users": [{"name": "test", "user": {"token": "not-a-real-token"}}],
-            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
-        }))
-        return server, {"KUBECONFIG": str(kubeconfig), "HOME": str(tmp_path)}
-
-    yield start
-    for server in servers:
-        server.shutdown()
-
-
-def test_apply_creates_then_patches_an_existing_service(api_server):
-    server, env = api_server(("POST", 201), ("POST", 409), ("PATCH", 200))
+def test_apply_creates_then_patches_an_existing_service(kube_api):
+    base = ISVC.format("team-a")
+    server, env = kube_api(("POST", base, 201, None), ("POST", base, 409, {"message": "already exists"}),
+                           ("PATCH", f"{base}/loans-high-risk", 200, None))
     section = DeploySection(enabled=True, namespace="team-a")
     assert cluster_source(env) == f"KUBECONFIG={env['KUBECONFIG']}"
     first = deploy_model(BUNDLE, section, env)
@@ -162,14 +116,14 @@ def test_apply_creates_then_patches_an_existing_service(api_server):
     assert b3["spec"]["predictor"]["model"]["storageUri"].endswith("/v8")
 
 
-def test_a_refused_apply_is_one_line_with_the_api_message(api_server):
-    server, env = api_server(("POST", 403))
+def test_a_refused_apply_is_one_line_with_the_api_message(kube_api):
+    server, env = kube_api(("POST", ISVC.format("keel-dev"), 403, {"message": "denied by test (403)"}))
     with pytest.raises(StorageError, match=r"InferenceService keel-dev/loans-high-risk: the API server refused it \(403 .*denied by test"):
         deploy_model(BUNDLE, DeploySection(enabled=True), env)
 
 
-def test_a_local_registry_cannot_be_deployed_to_a_cluster(api_server):
-    server, env = api_server()
+def test_a_local_registry_cannot_be_deployed_to_a_cluster(kube_api):
+    server, env = kube_api()
     with pytest.raises(ConfigError, match="registry.store: /runs/registry/m/v1 is a local path the cluster cannot read"):
         deploy_model(dict(BUNDLE, registry_uri="/runs/registry/m/v1"), DeploySection(enabled=True), env)
     assert server.calls == []

@@ -227,7 +227,40 @@ def test_component_compiles(tmp_path):
     compiler.Compiler().compile(write_model_card, str(out))
     spec = yaml.safe_load(out.read_text())
     component = next(iter(spec["components"].values()))
-    assert set(component["inputDefinitions"]["artifacts"]) == {"raw", "profile_summary", "trained_model", "metrics"}
+    assert set(component["inputDefinitions"]["artifacts"]) == {"raw", "profile_summary", "trained_model", "metrics", "search"}
+    assert component["inputDefinitions"]["artifacts"]["search"]["isOptional"] is True  # only the tuned pipeline passes it
     assert set(component["inputDefinitions"]["parameters"]) == {"target", "model_card", "registry"}
     assert set(component["outputDefinitions"]["artifacts"]) == {"card_md", "card_html"}
     assert component["outputDefinitions"]["artifacts"]["card_md"]["artifactType"]["schemaTitle"] == "system.Markdown"
+
+
+def _search_artifact(tmp_path):
+    trials = [
+        {"number": 0, "state": "COMPLETE", "value": 0.781, "params": {"learning_rate": 0.05, "max_iter": 100}, "seconds": 1.2, "reason": ""},
+        {"number": 1, "state": "COMPLETE", "value": 0.794, "params": {"learning_rate": 0.11, "max_iter": 250}, "seconds": 2.0, "reason": ""},
+        {"number": 2, "state": "PRUNED", "value": 0.61, "params": {"learning_rate": 0.29, "max_iter": 50}, "seconds": 0.4, "reason": "medianstop"},
+        {"number": 3, "state": "FAIL", "value": None, "params": {"learning_rate": 0.01, "max_iter": 300}, "seconds": 0.1, "reason": "boom"},
+    ]
+    meta = {"experiment": "keel-gradient-boosting-1a2b3c", "backend": "local", "algorithm": "tpe",
+            "objective": {"metric": "roc_auc", "direction": "maximize"}, "best_value": 0.794,
+            "best_params": {"learning_rate": 0.11, "max_iter": 250}, "trials_by_state": {"COMPLETE": 2, "PRUNED": 1, "FAIL": 1},
+            "trials_json": trials, **stamp("sha256:" + "3" * 64)}
+    return Art(str(tmp_path / "search.parquet"), "s3://bucket/run/search", meta)
+
+
+def test_a_tuned_model_card_shows_the_search(inputs, tmp_path):
+    ctx = card.build_context(**inputs, target=TARGET, card=ModelCardSection(), generated_at="2026-11-26T12:00:00+00:00",
+                             search=_search_artifact(tmp_path))
+    markdown, page = card.render(ctx)
+    assert "## Hyperparameter search" in markdown and "<h2>Hyperparameter search</h2>" in page
+    assert "tpe search (local backend, Katib Experiment `keel-gradient-boosting-1a2b3c`)" in markdown
+    assert "Best roc_auc: 0.794 with learning_rate=0.11, max_iter=250" in markdown
+    assert "2 complete, 1 pruned, 1 fail" in markdown
+    rows = [line for line in markdown.splitlines() if line.startswith("| 1 |") or line.startswith("| 0 |")]
+    assert rows[0].startswith("| 1 |")  # best trial first; pruned and failed trials are not ranked
+    assert any(r["name"] == "search" for r in ctx["lineage"])
+
+
+def test_an_untuned_card_has_no_search_section(inputs):
+    markdown, _ = card.render(context(inputs))
+    assert "Hyperparameter search" not in markdown

@@ -59,6 +59,18 @@ def test_bundle_holds_every_file_and_loads_the_same_model(upstream, tmp_path):
     assert bundle.files["model_card.md"] == Path(upstream.artifacts["card_md"].path).read_bytes()
 
 
+def test_lineage_records_the_whole_hyperparameter_search(upstream, tmp_path):
+    trials = [{"number": i, "state": "COMPLETE", "value": 0.7 + i / 100, "params": {"C": 10.0 ** -i}} for i in range(4)]
+    search = {"experiment": "keel-logistic-regression-abc123", "backend": "local", "algorithm": "tpe",
+              "objective": {"metric": "roc_auc", "direction": "maximize"}, "best_params": {"C": 0.001}, "best_value": 0.73,
+              "trials_by_state": {"COMPLETE": 4}, "content_hash": "sha256:" + "4" * 64, "trials_json": trials}
+    cfg = config(tmp_path)
+    record = json.loads(register(upstream.artifacts, cfg, cfg["registry"], search=search).files["lineage.json"])
+    assert record["search"]["trials"] == trials and record["search"]["best_params"] == {"C": 0.001}
+    assert record["search"]["algorithm"] == "tpe" and record["search"]["content_hash"] == search["content_hash"]
+    assert "search" not in json.loads(run(upstream, tmp_path / "other").files["lineage.json"])
+
+
 def test_lineage_records_every_input_with_a_content_hash(upstream, tmp_path):
     registered = run(upstream, tmp_path)
     record = json.loads(registered.files["lineage.json"])
@@ -210,7 +222,8 @@ def test_component_compiles(tmp_path):
     out = tmp_path / "c.yaml"
     compiler.Compiler().compile(register_model, str(out))
     component = next(iter(yaml.safe_load(out.read_text())["components"].values()))
-    assert set(component["inputDefinitions"]["artifacts"]) == set(INPUT_ARTIFACTS)
+    assert set(component["inputDefinitions"]["artifacts"]) == set(INPUT_ARTIFACTS) | {"search"}
+    assert component["inputDefinitions"]["artifacts"]["search"]["isOptional"] is True
     assert set(component["inputDefinitions"]["parameters"]) == {
         "data", "target", "validation", "clean", "split", "features", "model", "evaluation", "registry"}
     assert set(component["outputDefinitions"]["artifacts"]) == {"bundle"}
