@@ -139,7 +139,10 @@ def test_experiment_follows_the_tune_section():
     spec = experiment_dict(build("tpe"))["spec"]
     assert spec["objective"] == {"type": "maximize", "objectiveMetricName": "roc_auc",
                                  "metricStrategies": [{"name": "roc_auc", "value": "latest"}]}
-    assert spec["algorithm"] == {"algorithmName": "tpe", "algorithmSettings": [{"name": "random_state", "value": "42"}]}
+    assert spec["algorithm"] == {"algorithmName": "tpe", "algorithmSettings": [
+        {"name": "random_state", "value": "42"},
+        {"name": "n_startup_trials", "value": str(max(2, min(10, spec["maxTrialCount"] // 3)))},  # a third of the budget
+    ]}
     assert spec["earlyStopping"] == {"algorithmName": "medianstop", "algorithmSettings": [
         {"name": "min_trials_required", "value": "3"}, {"name": "start_step", "value": "4"}]}
     assert (spec["maxTrialCount"], spec["parallelTrialCount"], spec["maxFailedTrialCount"]) == (12, 2, 3)

@@ -183,6 +183,24 @@ def test_a_failing_real_trial_is_recorded_and_the_search_goes_on(data, tmp_path)
 # ---- every algorithm ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["random", "tpe", "multivariate-tpe", "cmaes", "sobol", "grid", "hyperband"])
+def test_each_algorithm_searches_the_loans_data(data, tmp_path, algorithm):
+    """Every Katib algorithm, run locally, on real features: real trial processes, real scores."""
+    space = {"learning_rate": {"type": "double", "min": 0.05, "max": 0.2, "step": 0.05},
+             "max_iter": {"type": "int", "min": 10, "max": 30, "step": 10}}
+    tune = {"algorithm": algorithm, "max_trials": 2, "parallel_trials": 2, "seed": 1, "parameters": space}
+    if algorithm == "hyperband":
+        tune["resource"] = "max_iter"
+    result = run_local(_real(data, tune), tmp_path)
+    assert _states(result) == ["COMPLETE", "COMPLETE"]
+    for record in result.trials:
+        assert min(abs(record.params["learning_rate"] - v) for v in (0.05, 0.1, 0.15, 0.2)) < 1e-9  # on the step grid
+        assert record.params["max_iter"] in (10, 20, 30)
+        assert 0.5 < record.value < 1.0  # a real validation ROC-AUC
+    assert result.best_value == max(t.value for t in result.trials)
+
+
 @pytest.mark.parametrize("algorithm", ["random", "tpe", "multivariate-tpe", "cmaes", "sobol", "grid"])
 def test_each_algorithm_searches_the_experiments_space(stand_in, tmp_path, algorithm):
     result = run_local(_experiment(stand_in, algorithm=algorithm, max_trials=6), tmp_path)
