@@ -127,6 +127,16 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+GRACE_PERIOD_S = 30  # KServe's default grace period for a stopping server
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def serve(model, sock: socket.socket, settings: ServeSettings, workers: int = 1, event_loop: str = "uvloop") -> None:
     """Runs KServe's REST server for a loaded model on `sock` until SIGTERM/SIGINT."""
     from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
@@ -194,8 +204,17 @@ def serve(model, sock: socket.socket, settings: ServeSettings, workers: int = 1,
                 os.kill(pid, signum)
             except ProcessLookupError:
                 pass
+        # A worker stuck in native code never sees the signal: after KServe's grace
+        # period the parent kills what is left instead of waiting forever.
+        import threading
 
+        timer = threading.Timer(GRACE_PERIOD_S, lambda: [_kill(pid) for pid in list(alive)])
+        timer.daemon = True
+        timer.start()
+
+    alive = set(children)  # only unreaped workers: a reaped pid may belong to another process by then
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     for pid in children:
         os.waitpid(pid, 0)
+        alive.discard(pid)
