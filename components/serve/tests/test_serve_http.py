@@ -264,12 +264,14 @@ def test_payload_logging_records_inputs_and_predictions(relaxed, rows):
 
 
 def test_two_workers_share_one_port(relaxed, rows):
-    pid = relaxed.process.pid
-    children = open(f"/proc/{pid}/task/{pid}/children").read().split()
-    assert len(children) == 2  # --workers 2: forked after the model loaded
+    # Answers come from the workers, so once one has answered the fork loop (which
+    # starts both before either can serve) is done.
     for _ in range(10):
         code, _, _ = relaxed.post(f"/v1/models/{relaxed.name}:predict", {"instances": rows[:1]})
         assert code == 200
+    pid = relaxed.process.pid
+    children = open(f"/proc/{pid}/task/{pid}/children").read().split()
+    assert len(children) == 2  # --workers 2: forked after the model loaded
 
 
 # -- a tampered bundle never serves -----------------------------------------------------------------
