@@ -10,31 +10,33 @@ CONSTRAINTS := images/constraints.txt
 # (which also brings grpc, needed by the katib SDK) and test tools.
 # The torch/tensorflow stacks are pinned in $(CONSTRAINTS) but only installed
 # by the images and issues that need them (they add ~7 GB).
-EXTRAS ?= serving,dev
+EXTRAS ?= serving,docker,dev
 STAMP := $(VENV)/.installed
 CONFIG ?= pipelines/configs/default.yaml
 PYTEST_ARGS ?=
 # pyflakes' checks and syntax errors; tests/test_lint.py runs the same in `make test`.
 RUFF_ARGS := --select F,E9 --target-version py311
 
-.PHONY: install run test test-fast compile golden serve tune bench lint clean help
+.PHONY: install run test test-fast compile golden serve tune bench lint clean help images push
 
 help:
-	@echo "make run | test | serve | tune | install | compile | golden | bench | bench-pipeline | bench-serve | bench-hpo | lint | clean"
+	@echo "make run | test | serve | tune | install | compile | golden | images | image-NAME | push | bench | bench-pipeline | bench-serve | bench-hpo | bench-images | lint | clean"
 
 install: $(STAMP)
 
 # The top level of this repository is fixed, so there is no setup.py or
 # pyproject.toml: setuptools' PEP 517 backend reads setup.cfg on its own, so we
 # ask it directly for a PEP 660 editable wheel and let pip install that.
-$(STAMP): setup.cfg $(CONSTRAINTS)
+$(STAMP): setup.cfg $(CONSTRAINTS) images/no-deps.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c $(CONSTRAINTS) pip setuptools wheel
 	rm -rf build/editable && mkdir -p build/editable
 	$(PY) -c "from setuptools import build_meta as b; b.build_editable('build/editable')" > build/editable.log 2>&1 \
 		|| { cat build/editable.log; exit 1; }
 	$(PIP) install -q -c $(CONSTRAINTS) "$$(ls build/editable/*.whl)[$(EXTRAS)]"
-	$(PIP) install -q --no-deps -c $(CONSTRAINTS) kubeflow-katib kubeflow-training retrying
+	@# pip keeps an installed keel-ml of the same version: replace it, or a new package in setup.cfg is never mapped.
+	$(PIP) install -q --no-deps --force-reinstall "$$(ls build/editable/*.whl)"
+	$(PIP) install -q --no-deps -c $(CONSTRAINTS) -r images/no-deps.txt
 	rm -rf build/editable build/editable.log
 	touch $(STAMP)
 
@@ -61,11 +63,25 @@ PORT ?= 8080
 serve: install
 	$(VENV)/bin/keel serve $(MODEL) --port $(PORT)
 
+# Container images (images/README.md): podman builds every image, writes its
+# SBOM to build/images/ and refuses one with a credential in any layer.
+images: install
+	$(PY) -m keel.images.build
+
+image-%: install
+	$(PY) -m keel.images.build $*
+
+# Both must be given: `make push REGISTRY=registry.example.com/ml TAG=0.1.0`.
+REGISTRY ?=
+TAG ?=
+push: install
+	$(PY) -m keel.images.push --registry "$(REGISTRY)" --tag "$(TAG)"
+
 # Rewrites the golden IR files that tests/test_compile.py compares against.
 golden: install
 	$(VENV)/bin/keel compile --out tests/golden
 
-bench: bench-pipeline bench-serve bench-hpo
+bench: bench-pipeline bench-serve bench-hpo bench-images
 
 # The throughput figures need Debian's wrk; without it (and without root to
 # install it) the bench prints why and reports latency only.

@@ -1,9 +1,10 @@
-"""`keel`: run, check and compile Keel pipelines.
+"""`keel`: run, check, compile, submit and schedule Keel pipelines.
 
-User errors (bad config, bad data) print one `keel: error:` line and exit 2;
-a failed pipeline step exits 1; a model that misses its evaluation thresholds
-(documented, not registered) exits 3; anything else is a bug and keeps its
-traceback.
+User errors (bad config, bad data, an unreachable or refusing cluster) print
+one `keel: error:` line and exit 2; a failed pipeline step (or a failed run
+followed with `submit --wait`) exits 1; a model that misses its evaluation
+thresholds (documented, not registered) exits 3; `submit --wait` past its
+--timeout exits 124; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 
 from keel.components._common.config import KATIB_ALGORITHMS
 from keel.components._common.errors import KeelError
+from keel.pipelines import submit
 
 EXIT_STEP_FAILED = 1
 EXIT_USER_ERROR = 2
@@ -28,7 +30,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Keel: enterprise ML pipelines for Kubeflow. Run them here (kfp.local) or compile them for a cluster.",
         epilog="Examples:\n  keel run                                  # the default config (Lending Club loans)\n"
         "  keel run pipelines/configs/default.yaml\n  keel run --data loans.csv --target default --task binary\n"
+        "  keel run --runner docker                  # every step in its image (make images first)\n"
         "  keel compile --out dist                   # IR YAML for the Kubeflow dashboard\n"
+        "  keel submit --host http://localhost:8888 --wait   # run it on Kubeflow Pipelines\n"
+        "  keel schedule --host URL --cron '0 0 3 * * *'     # a recurring run (or --emit a CronJob for GitOps)\n"
         "  keel tune pipelines/configs/loans-tuned.yaml   # only the hyperparameter search, with a trial table\n"
         "  keel serve                                # the latest registered model on 127.0.0.1:8080",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -40,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
         "that runs on a cluster. Give a CONFIG, or --data and --target for a table you have not configured yet "
         "(settings are inferred; flags override config values)."))
     run.add_argument("config", nargs="?", help="pipeline config YAML (default: the embedded default config)")
-    run.add_argument("--runner", default="local", help="where steps run: local (subprocesses of this environment)")
+    run.add_argument("--runner", default="local", help="where steps run: local (subprocesses of this environment, the default) "
+                     "or docker (each step in its image, through podman's or Docker's API; `make images` first)")
     run.add_argument("--no-warm-start", dest="warm_start", action="store_false",
                      help="start every step as a cold interpreter (default: fork steps from a pre-imported process; also KEEL_WARM_START=0)")
     run.add_argument("--no-cache", dest="cache", action="store_false",
@@ -84,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--name", help="name to serve the model under (default: the registered model name)")
     srv.add_argument("--workers", type=int, default=1, help="worker processes sharing the port (default: 1)")
     srv.add_argument("--token-file", metavar="PATH", help="file holding the bearer token (sets KEEL_SERVE_TOKEN_FILE)")
+    submit.add_parsers(sub)
     return parser
 
 
@@ -209,7 +216,8 @@ def cmd_serve(args) -> int:
     return run(args.model, args.name, "127.0.0.1", args.port, args.workers, store=store, registry_name=model_name, on_ready=announce)
 
 
-COMMANDS = {"run": cmd_run, "check": cmd_check, "compile": cmd_compile, "tune": cmd_tune, "serve": cmd_serve}
+COMMANDS = {"run": cmd_run, "check": cmd_check, "compile": cmd_compile, "tune": cmd_tune, "serve": cmd_serve,
+            "submit": submit.cmd_submit, "schedule": submit.cmd_schedule}
 
 
 def main(argv: list[str] | None = None) -> int:

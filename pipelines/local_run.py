@@ -1,8 +1,10 @@
 """Runs a pipeline on this machine through kfp.local, then summarises it.
 
 The pipeline function is the very one that compiles for a cluster; only the
-runner differs. Steps run as subprocesses of this Python environment
-(SubprocessRunner without a venv), so nothing is installed at run time.
+runner differs. With the `local` runner steps run as subprocesses of this
+Python environment (SubprocessRunner without a venv), so nothing is
+installed at run time; with `docker` each step runs in its real image
+(keel.pipelines.docker_runner).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from keel.components._common.errors import KeelError
 from keel.pipelines.config import TrainingConfig
 from keel.pipelines.training import PIPELINE_NAME
 
-RUNNERS = ("local",)
+RUNNERS = ("local", "docker")
 # kfp task names, in pipeline order (for progress and summaries).
 STEPS = ("ingest-data", "profile-data", "validate-data", "clean-data", "split-data", "engineer-features",
          "train-model", "evaluate-model", "write-model-card", "register-model", "deploy-model")
@@ -216,6 +218,7 @@ def run_local(
     from keel.pipelines.warm_start import StepServer
 
     warm_start = warm_start_enabled() if warm_start is None else warm_start
+    warm_start = warm_start and runner == "local"  # containers start from their image, not from a fork
     if step_server is None and warm_start:
         step_server = StepServer().start()
     try:
@@ -237,7 +240,7 @@ def run_checked(cfg: TrainingConfig, *, runner: str = "local", verbose: bool = F
     from keel.pipelines.preflight import preflight
     from keel.pipelines.warm_start import StepServer
 
-    warm_start = warm_start_enabled() if warm_start is None else warm_start
+    warm_start = (warm_start_enabled() if warm_start is None else warm_start) and runner == "local"
     server = StepServer().start() if warm_start else None
     try:
         frame = preflight(cfg)
@@ -258,20 +261,26 @@ def _run(cfg: TrainingConfig, *, runner, pipeline_root, verbose, step_server, ca
 
     if runner not in RUNNERS:
         raise KeelError(f"--runner: {runner!r} is not available; choose one of {', '.join(RUNNERS)}")
-    root = Path(pipeline_root or pipeline_root_for(cfg))
+    step_env = {"KEEL_SOURCE_HASH": source_hash()}
+    resources = contextlib.ExitStack()  # the container API client and the run's umask, for the docker runner
+    if runner == "docker":
+        cfg, root, kfp_runner = _docker_setup(cfg, pipeline_root, step_env, resources)
+    else:
+        root = Path(pipeline_root or pipeline_root_for(cfg))
+        kfp_runner = local.SubprocessRunner(use_venv=False)
     root.mkdir(parents=True, exist_ok=True)
     before = set(os.listdir(root))
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=False,
+    local.init(runner=kfp_runner, pipeline_root=str(root), raise_on_error=False,
                enable_caching=cache, cache_root=str(root / ".kfp_cache"))
-    code = source_hash()
     pipeline = build_training_pipeline(
         tune=cfg.tune is not None,
-        ingest_cache_key=ingest_cache_key(cfg, data_hash, code) if cache and data_hash else None,
-        step_env={"KEEL_SOURCE_HASH": code},
+        ingest_cache_key=ingest_cache_key(cfg, data_hash, step_env["KEEL_SOURCE_HASH"]) if cache and data_hash else None,
+        step_env=step_env,
     )
     log_path = root / f".keel-run-{os.getpid()}.log"
     progress = ProgressLog(log_path, sys.stdout, total_steps=len(steps_for(cfg)))
-    with _kfp_output_to(progress, verbose) as stack:
+    with resources, _kfp_output_to(progress, verbose) as stack:
+        stack.enter_context(_subprocess_runs_keel_steps())
         if step_server is not None:
             if step_server.wait_ready():
                 stack.enter_context(step_server.serving())
@@ -316,6 +325,56 @@ def _kfp_output_to(progress: ProgressLog, verbose: bool):
         root_logger.addHandler(handler)
         root_logger.setLevel(logging.INFO)
         yield stack
+
+
+def _docker_setup(cfg: TrainingConfig, pipeline_root, step_env: dict, stack: contextlib.ExitStack):
+    """The config, pipeline root and kfp runner of a run whose steps run in their images."""
+    from kfp import local
+
+    from keel.components._common.images import COMPONENT_IMAGES, COMPONENT_MODULES
+    from keel.pipelines import docker_runner
+    from keel.pipelines.config import with_overrides
+
+    client = docker_runner.connect()
+    stack.callback(client.close)
+    docker_runner.check_images(client, {COMPONENT_IMAGES[name] for name in COMPONENT_MODULES})
+    root = Path(pipeline_root).resolve() if pipeline_root else docker_runner.pipeline_root(cfg.registry.store)
+    overrides = {"data.source": docker_runner.stage_source(cfg.data.source, root)}
+    if not storage.is_s3(cfg.registry.store):
+        overrides["registry.store"] = str(Path(cfg.registry.store).resolve())  # a container's cwd is not ours
+    step_env.update(docker_runner.forwarded_env())
+    stack.enter_context(docker_runner.group_writable(root))
+    runner = local.DockerRunner(network_mode="host", user=docker_runner.step_user(client))
+    return with_overrides(cfg, overrides), root, runner
+
+
+@contextlib.contextmanager
+def _subprocess_runs_keel_steps():
+    """Lets kfp.local's SubprocessRunner run Keel's containerized steps.
+
+    The SubprocessRunner accepts only lightweight components, because a
+    containerized component's code normally lives only in its image. Every
+    Keel step runs `python3 -m keel.components.executor` from the installed
+    `keel` package, which is this very environment, so its guard is widened
+    for exactly that command, for the duration of a run; any other container
+    component is still refused.
+    """
+    from kfp.local import subprocess_task_handler
+
+    from keel.components._common.component import EXECUTOR_COMMAND
+
+    handler = subprocess_task_handler.SubprocessTaskHandler
+    guard = handler.validate_not_container_component
+
+    def validate(self, full_command):
+        if list(full_command[:len(EXECUTOR_COMMAND)]) != EXECUTOR_COMMAND:
+            guard(self, full_command)
+
+    handler.validate_not_container_component = validate
+    try:
+        yield
+    finally:
+        handler.validate_not_container_component = guard
 
 
 def _plain(value):

@@ -1,7 +1,8 @@
 """The one place that maps components to container images.
 
 Tags equal the package version, never `:latest`. KEEL_IMAGE_REGISTRY moves
-every image to a private registry at compile time.
+every image to a private registry at compile time. The images themselves are
+built from images/<name>/Dockerfile (`make images`).
 """
 
 import os
@@ -13,14 +14,38 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     KEEL_VERSION = "0.0.0"
 
 REGISTRY = os.environ.get("KEEL_IMAGE_REGISTRY", "ghcr.io/keel-ml")
+# Every image `make images` builds, in build order (images/<name>/Dockerfile).
+IMAGE_NAMES = ("base", "serving", "torch", "tensorflow")
 
 
 def image(name: str) -> str:
+    if name not in IMAGE_NAMES:
+        raise ValueError(f"unknown image {name!r}; images/ has {', '.join(IMAGE_NAMES)}")
     return f"{REGISTRY}/keel-{name}:{KEEL_VERSION}"
 
 
 BASE_IMAGE = image("base")
 SERVING_IMAGE = image("serving")
+TORCH_IMAGE = image("torch")
+TENSORFLOW_IMAGE = image("tensorflow")
+
+# component function -> the module that defines it. The containerized
+# executor (keel.components.executor) imports a step from here, so a step
+# needs no kfp_config.ini and no working directory of its own.
+COMPONENT_MODULES = {
+    "ingest_data": "keel.components.ingest.component",
+    "profile_data": "keel.components.profile.component",
+    "validate_data": "keel.components.validate.component",
+    "clean_data": "keel.components.clean.component",
+    "split_data": "keel.components.split.component",
+    "engineer_features": "keel.components.features.component",
+    "train_model": "keel.components.train.component",
+    "evaluate_model": "keel.components.evaluate.component",
+    "write_model_card": "keel.components.model_card.component",
+    "register_model": "keel.components.register.component",
+    "deploy_model": "keel.components.deploy.component",
+    "tune_hyperparameters": "keel.components.tune.component",
+}
 
 # component name -> image; tests check every component is listed.
 COMPONENT_IMAGES = {
@@ -40,4 +65,6 @@ COMPONENT_IMAGES = {
     "tune_hyperparameters": BASE_IMAGE,
     # The image of every Katib trial Job: Keel's trainer (`python -m keel.components.tune.trial`).
     "tune_trial": BASE_IMAGE,
+    # Not a pipeline step: the KServe ServingRuntime's predictor (`python -m keel.components.serve`).
+    "serve": SERVING_IMAGE,
 }

@@ -1,12 +1,11 @@
 """KFP component: clean_data."""
 
-from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output
 
-from keel.components._common.images import BASE_IMAGE
+from keel.components._common.component import keel_component
 
 
-@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+@keel_component
 def clean_data(
     data: Input[Dataset],
     target: dict,

@@ -1,12 +1,11 @@
 """KFP component: deploy_model."""
 
-from kfp import dsl
 from kfp.dsl import Artifact, Input, Model, Output
 
-from keel.components._common.images import BASE_IMAGE
+from keel.components._common.component import keel_component
 
 
-@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+@keel_component
 def deploy_model(bundle: Input[Model], deploy: dict, manifest: Output[Artifact]) -> str:
     """Renders a KServe InferenceService for the registered bundle and applies it when enabled.
 

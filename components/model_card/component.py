@@ -2,13 +2,12 @@
 
 from typing import Optional
 
-from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
-from keel.components._common.images import BASE_IMAGE
+from keel.components._common.component import keel_component
 
 
-@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+@keel_component
 def write_model_card(
     raw: Input[Dataset],
     profile_summary: Input[Artifact],

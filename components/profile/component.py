@@ -1,12 +1,11 @@
 """KFP component: profile_data."""
 
-from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Output
 
-from keel.components._common.images import BASE_IMAGE
+from keel.components._common.component import keel_component
 
 
-@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+@keel_component
 def profile_data(data: Input[Dataset], target: dict, report: Output[HTML], summary: Output[Artifact]):
     """Profiles the table: per-column statistics, the target's balance, association with the target, warnings.
 

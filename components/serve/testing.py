@@ -129,11 +129,15 @@ class LineReader:
             return found()
 
 
-def start_predictor(model_dir: str, env: dict | None = None, args: tuple = ()) -> Predictor:
-    """Starts the predictor on a free port and returns once its socket listens (it says so on stderr)."""
+def start_predictor(model_dir: str, env: dict | None = None, args: tuple = (), python: tuple = ()) -> Predictor:
+    """Starts the predictor on a free port and returns once its socket listens (it says so on stderr).
+
+    `python` replaces this interpreter, e.g. with `podman run ... IMAGE python3`
+    to start the very same command inside the serving image.
+    """
     environment = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_SERVE_")}
     environment.update(env or {})
-    command = [sys.executable, "-m", "keel.components.serve", "--model_dir", model_dir,
+    command = [*(python or (sys.executable,)), "-m", "keel.components.serve", "--model_dir", model_dir,
                "--host", "127.0.0.1", "--http_port", "0", *args]
     process = subprocess.Popen(command, env=environment, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                text=True, start_new_session=True)

@@ -1,12 +1,11 @@
 """KFP component: train_model."""
 
-from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from keel.components._common.images import BASE_IMAGE
+from keel.components._common.component import keel_component
 
 
-@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+@keel_component
 def train_model(
     train_features: Input[Dataset],
     validation_features: Input[Dataset],

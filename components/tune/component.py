@@ -1,12 +1,11 @@
 """KFP component: tune_hyperparameters."""
 
-from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-from keel.components._common.images import BASE_IMAGE
+from keel.components._common.component import keel_component
 
 
-@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+@keel_component
 def tune_hyperparameters(
     train_features: Input[Dataset],
     validation_features: Input[Dataset],

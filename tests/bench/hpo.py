@@ -15,12 +15,13 @@ Prints BENCH lines (one per figure) and exits 0 whether or not targets are met.
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from report import bench  # tests/bench is this script's directory
 
 TRIALS = 20
 SEEDS = range(5)
@@ -35,13 +36,6 @@ SPACE = {
     "min_samples_leaf": {"type": "int", "min": 2, "max": 400},
     "l2_regularization": {"type": "double", "min": 0.0, "max": 10.0},
 }
-
-
-def bench(name, value, unit, baseline, baseline_value, target):
-    ratio = round(value / baseline_value, 3) if baseline_value else None
-    print("BENCH " + json.dumps({"name": name, "value": round(value, 4), "unit": unit, "baseline": baseline,
-                                 "baseline_value": None if baseline_value is None else round(baseline_value, 4),
-                                 "ratio": ratio, "target": target}), flush=True)
 
 
 def main() -> int:

@@ -13,7 +13,6 @@ not targets are met.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -22,14 +21,8 @@ from pathlib import Path
 
 from kfp import dsl
 
+from report import bench as _bench  # tests/bench is this script's directory
 from keel.pipelines.config import DEFAULT_CONFIG, load_config, with_overrides
-
-
-def _bench(name, value, unit, baseline, baseline_value, target):
-    ratio = value / baseline_value if baseline_value else None
-    print("BENCH " + json.dumps({"name": name, "value": round(value, 3), "unit": unit, "baseline": baseline,
-                                 "baseline_value": round(baseline_value, 3) if baseline_value is not None else None,
-                                 "ratio": round(ratio, 3) if ratio is not None else None, "target": target}), flush=True)
 
 
 def in_process(cfg, workdir: Path) -> float:

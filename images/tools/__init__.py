@@ -1,0 +1,1 @@
+"""Tooling that builds, inspects and pushes Keel's container images (`make images`)."""
