@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
         "that runs on a cluster. Give a CONFIG, or --data and --target for a table you have not configured yet "
         "(settings are inferred; flags override config values)."))
     run.add_argument("config", nargs="?", help="pipeline config YAML (default: the embedded default config)")
-    run.add_argument("--runner", default="local", help="where steps run: local (subprocesses of this environment, the default) "
+    run.add_argument("--runner", default="local", choices=("local", "docker"), help="where steps run: local (subprocesses of this environment, the default) "
                      "or docker (each step in its image, through podman's or Docker's API; `make images` first)")
     run.add_argument("--no-warm-start", dest="warm_start", action="store_false",
                      help="start every step as a cold interpreter (default: fork steps from a pre-imported process; also KEEL_WARM_START=0)")

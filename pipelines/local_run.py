@@ -240,6 +240,10 @@ def run_checked(cfg: TrainingConfig, *, runner: str = "local", verbose: bool = F
     from keel.pipelines.preflight import preflight
     from keel.pipelines.warm_start import StepServer
 
+    if runner == "docker":  # no container API: say so before reading the data
+        from keel.pipelines.docker_runner import connect
+
+        connect().close()
     warm_start = (warm_start_enabled() if warm_start is None else warm_start) and runner == "local"
     server = StepServer().start() if warm_start else None
     try:

@@ -139,3 +139,11 @@ def test_compile_writes_every_pipeline(tmp_path, capsys):
     assert main(["compile", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "training.yaml").exists()
     assert "wrote" in capsys.readouterr().out
+
+
+def test_an_unknown_runner_is_refused_before_any_work(capsys):
+    from keel.pipelines.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--runner", "kube"])
+    assert exit_.value.code == 2 and "invalid choice: 'kube' (choose from 'local', 'docker')" in capsys.readouterr().err
