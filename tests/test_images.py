@@ -128,6 +128,12 @@ def test_sbom_adds_debian_packages(tmp_path):
     app.mkdir(parents=True)
     (app / "METADATA").write_text("Metadata-Version: 2.1\nName: keel-ml\nVersion: 0.1.0\n")
     assert [c["purl"] for c in sbom.site_components(str(tmp_path / "app"))] == ["pkg:pypi/keel-ml@0.1.0"]
+    # --extend: Keel's entry added to an SBOM made earlier (keel-base's cached environment SBOM).
+    (tmp_path / "env.json").write_text(json.dumps(merged))
+    assert sbom.main(["--extend", str(tmp_path / "env.json"), str(tmp_path / "out.json"), str(tmp_path / "app")]) == 0
+    assert [c["purl"] for c in json.loads((tmp_path / "out.json").read_text())["components"]][-1] == "pkg:pypi/keel-ml@0.1.0"
+    with pytest.raises(SystemExit, match="usage"):
+        sbom.main(["--extend", "only-one"])
 
 
 # --- the secret scan (on archives made here, then on the real images below) ------------------------------------

@@ -7,9 +7,12 @@ Debian packages of the base root (python3 itself, libc, CA certificates) are
 added with `pkg:deb` package URLs read from dpkg's status file.
 
     python3 sbom.py VENV CONSTRAINTS OUT.json [SITE_DIR ...]
+    python3 sbom.py --extend SBOM.json OUT.json SITE_DIR ...
 
 SITE_DIR: a directory installed apart from the environment (keel-base's
 /opt/keel/app, where Keel itself lives); its distributions are added too.
+--extend adds them to an SBOM made before, without the tools: keel-base makes
+the environment's SBOM in a cached stage and adds Keel's entry per build.
 """
 
 from __future__ import annotations
@@ -73,16 +76,24 @@ def python_sbom(venv: str, constraints: str) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 3:
-        raise SystemExit("usage: python3 sbom.py VENV CONSTRAINTS OUT.json [SITE_DIR ...]")
-    venv, constraints, out, *site_dirs = argv
-    extra = [c for site_dir in site_dirs for c in site_components(site_dir)]
-    sbom = merge(python_sbom(venv, constraints), dpkg_packages(), extra)
+    if argv[:1] == ["--extend"] and len(argv) >= 4:
+        source, out, *site_dirs = argv[1:]
+        sbom = merge(json.loads(Path(source).read_text(encoding="utf-8")), [], site_dir_components(site_dirs))
+    elif len(argv) >= 3 and not argv[0].startswith("-"):
+        venv, constraints, out, *site_dirs = argv
+        sbom = merge(python_sbom(venv, constraints), dpkg_packages(), site_dir_components(site_dirs))
+    else:
+        raise SystemExit("usage: python3 sbom.py VENV CONSTRAINTS OUT.json [SITE_DIR ...]\n"
+                         "       python3 sbom.py --extend SBOM.json OUT.json SITE_DIR ...")
     tmp = f"{out}.tmp"
     Path(tmp).write_text(json.dumps(sbom, indent=1), encoding="utf-8")
     os.replace(tmp, out)
     print(f"sbom: {len(sbom['components'])} components -> {out}")
     return 0
+
+
+def site_dir_components(site_dirs: list[str]) -> list[dict]:
+    return [c for site_dir in site_dirs for c in site_components(site_dir)]
 
 
 if __name__ == "__main__":
