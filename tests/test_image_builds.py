@@ -47,6 +47,8 @@ def test_images_carry_labels_an_sbom_and_no_secret(built):
         assert labels["org.opencontainers.image.version"] == KEEL_VERSION
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
         assert labels["org.opencontainers.image.revision"].startswith(head or "unknown")
+        build_file = podman("run", "--rm", "--network", "none", ref, "cat", "/opt/keel/BUILD").stdout
+        assert f"revision={labels['org.opencontainers.image.revision']}\n" in build_file
         assert labels["org.opencontainers.image.source"].startswith("https://")
         document = json.loads((REPO / "build" / "images" / f"{name}.cdx.json").read_text())
         assert document["bomFormat"] == "CycloneDX"
@@ -134,11 +136,10 @@ def podman_api(tmp_path, monkeypatch):
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     import docker
 
-    client = docker.DockerClient(base_url=f"unix://{sock}", timeout=10)
     deadline = time.monotonic() + 60
     while True:  # an event wait: the service answers once its socket is up
-        try:
-            client.ping()
+        try:  # the client asks for the API version as it is made
+            client = docker.DockerClient(base_url=f"unix://{sock}", timeout=10)
             break
         except Exception:  # noqa: BLE001
             if service.poll() is not None or time.monotonic() > deadline:

@@ -119,6 +119,14 @@ def revision() -> str:
     return (result.stdout.strip() or "unknown") + ("-dirty" if dirty else "")
 
 
+def created() -> str:
+    """The commit's time, not the clock's: the same revision builds the same labels, so its layers stay cached."""
+    result = subprocess.run(["git", "log", "-1", "--format=%cI"], cwd=REPO, capture_output=True, text=True)
+    if result.returncode == 0 and result.stdout.strip():
+        return dt.datetime.fromisoformat(result.stdout.strip()).astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def build(name: str, *, cache: bool = True) -> dict:
     """Builds one image and returns its figures: {"image", "seconds", "bytes", "sbom_components", "secrets"}."""
     from keel.images.scan import scan_image
@@ -135,7 +143,7 @@ def build(name: str, *, cache: bool = True) -> dict:
         args = ["build", "--network", "host", "-f", str(context / "images" / name / "Dockerfile"), "-t", tag,
                 "--build-arg", f"BASE_IMAGE={base}", "--build-arg", f"KEEL_VERSION={KEEL_VERSION}",
                 "--build-arg", f"KEEL_REVISION={revision()}",
-                "--build-arg", f"KEEL_CREATED={dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ}",
+                "--build-arg", f"KEEL_CREATED={created()}",
                 *pip_mounts(Path(tmp)), *([] if cache else ["--no-cache"]), str(context)]
         started = time.monotonic()
         log = OUT / f"{name}.build.log"
