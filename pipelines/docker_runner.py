@@ -20,12 +20,11 @@ each step runs and so what it can see:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 from pathlib import Path
 
-from keel.components._common import storage
+from keel.components._common.lineage import file_sha256
 from keel.components._common.errors import KeelError
 
 # Forwarded into the step containers when set here (storage.py reads these).
@@ -80,14 +79,9 @@ def step_user(client) -> str:
     With rootless podman, container gid 0 is the invoking user's own group;
     with a rootful engine the container sees host groups as they are.
     """
-    rootless = bool(client.info().get("Rootless") or client.info().get("host", {}).get("security", {}).get("rootless"))
+    info = client.info()  # Docker says "Rootless"; podman's compat API says host.security.rootless
+    rootless = bool(info.get("Rootless") or info.get("host", {}).get("security", {}).get("rootless"))
     return f"{IMAGE_USER}:0" if rootless else f"{IMAGE_USER}:{os.getgid()}"
-
-
-def pipeline_root(store: str) -> Path:
-    if storage.is_s3(store):
-        return Path("runs").resolve()
-    return Path(store).resolve()
 
 
 def stage_source(source: str, root: Path) -> str:
@@ -99,7 +93,7 @@ def stage_source(source: str, root: Path) -> str:
         return str(path)
     if not path.is_file():
         raise KeelError(f"data.source: {source} is not a file")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    digest = file_sha256(path).removeprefix("sha256:")[:16]
     staged = root / "inputs" / digest / path.name
     if not staged.exists():
         staged.parent.mkdir(parents=True, exist_ok=True)

@@ -284,7 +284,8 @@ def _run(cfg: TrainingConfig, *, runner, pipeline_root, verbose, step_server, ca
     log_path = root / f".keel-run-{os.getpid()}.log"
     progress = ProgressLog(log_path, sys.stdout, total_steps=len(steps_for(cfg)))
     with resources, _kfp_output_to(progress, verbose) as stack:
-        stack.enter_context(_subprocess_runs_keel_steps())
+        if runner == "local":
+            stack.enter_context(_subprocess_runs_keel_steps())
         if step_server is not None:
             if step_server.wait_ready():
                 stack.enter_context(step_server.serving())
@@ -342,10 +343,12 @@ def _docker_setup(cfg: TrainingConfig, pipeline_root, step_env: dict, stack: con
     client = docker_runner.connect()
     stack.callback(client.close)
     docker_runner.check_images(client, {COMPONENT_IMAGES[name] for name in COMPONENT_MODULES})
-    root = Path(pipeline_root).resolve() if pipeline_root else docker_runner.pipeline_root(cfg.registry.store)
+    # kfp.local mounts only the pipeline root into a step: with a local store, that is the store itself.
+    store = cfg.registry.store
+    root = Path(pipeline_root or (pipeline_root_for(cfg) if storage.is_s3(store) else store)).resolve()
     overrides = {"data.source": docker_runner.stage_source(cfg.data.source, root)}
-    if not storage.is_s3(cfg.registry.store):
-        overrides["registry.store"] = str(Path(cfg.registry.store).resolve())  # a container's cwd is not ours
+    if not storage.is_s3(store):
+        overrides["registry.store"] = str(Path(store).resolve())  # a container's cwd is not ours
     step_env.update(docker_runner.forwarded_env())
     stack.enter_context(docker_runner.group_writable(root))
     runner = local.DockerRunner(network_mode="host", user=docker_runner.step_user(client))

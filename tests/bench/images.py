@@ -14,6 +14,7 @@ Prints one BENCH line per figure and exits 0 whether or not targets are met.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import subprocess
 import sys
@@ -42,23 +43,24 @@ def ready_seconds(uri: str, container: bool) -> float:
     return seconds
 
 
-def touch_source() -> str:
-    """A source change the cached build must pick up (a new line in a module every image copies)."""
+@contextlib.contextmanager
+def source_changed():
+    """A one-line source change the cached build must pick up (a module every image copies), undone afterwards."""
     marker = REPO / "components" / "_common" / "__init__.py"
     text = marker.read_text()
     marker.write_text(text + f"# bench-images {time.time()}\n")
-    return text
+    try:
+        yield
+    finally:
+        marker.write_text(text)
 
 
 def main() -> int:
     from keel.components._common.testing import make_bundle
 
     cold = {name: build(name, cache=False) for name in ("base", "serving")}
-    original = touch_source()
-    try:
+    with source_changed():
         cached = build("base")
-    finally:
-        (REPO / "components" / "_common" / "__init__.py").write_text(original)
     build("base")  # back to the committed source
     bench("size_base", cold["base"]["bytes"] / GB, "GB", "budget_base", 1.2, "<=1.0")
     bench("size_serving", cold["serving"]["bytes"] / GB, "GB", "budget_serving", 1.5, "<=1.0")
