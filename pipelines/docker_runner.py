@@ -20,6 +20,7 @@ each step runs and so what it can see:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 from pathlib import Path
@@ -105,6 +106,24 @@ def stage_source(source: str, root: Path) -> str:
 
 def forwarded_env() -> dict[str, str]:
     return {name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)}
+
+
+@contextlib.contextmanager
+def no_log_timeout():
+    """kfp.local's handler streams each step's log through `docker.from_env()`, whose read timeout is 60 s.
+
+    A step that prints nothing for a minute (a long fit, or a busy machine)
+    then fails with ReadTimeout although it is still running: seen in CI. A
+    step's own duration is no connection problem, so its client waits.
+    """
+    import docker
+
+    original = docker.from_env
+    docker.from_env = functools.partial(original, timeout=None)
+    try:
+        yield
+    finally:
+        docker.from_env = original
 
 
 @contextlib.contextmanager

@@ -266,7 +266,7 @@ def _run(cfg: TrainingConfig, *, runner, pipeline_root, verbose, step_server, ca
     if runner not in RUNNERS:
         raise KeelError(f"--runner: {runner!r} is not available; choose one of {', '.join(RUNNERS)}")
     step_env = {"KEEL_SOURCE_HASH": source_hash()}
-    resources = contextlib.ExitStack()  # the container API client and the run's umask, for the docker runner
+    resources = contextlib.ExitStack()  # for the docker runner: its API client, umask and log timeout
     if runner == "docker":
         cfg, root, kfp_runner = _docker_setup(cfg, pipeline_root, step_env, resources)
     else:
@@ -351,6 +351,7 @@ def _docker_setup(cfg: TrainingConfig, pipeline_root, step_env: dict, stack: con
         overrides["registry.store"] = str(Path(store).resolve())  # a container's cwd is not ours
     step_env.update(docker_runner.forwarded_env())
     stack.enter_context(docker_runner.group_writable(root))
+    stack.enter_context(docker_runner.no_log_timeout())
     runner = local.DockerRunner(network_mode="host", user=docker_runner.step_user(client))
     return with_overrides(cfg, overrides), root, runner
 

@@ -203,3 +203,16 @@ def compiled_ir(tmp_path_factory):
 
     paths = compile_pipelines(tmp_path_factory.mktemp("ir"))
     return yaml.safe_load(next(p for p in paths if p.name == "training-tuned.yaml").read_text())
+
+
+def test_the_docker_runner_waits_on_a_silent_step():
+    # kfp.local makes its client with docker.from_env(): within a docker run, that client has no read timeout.
+    import docker
+
+    from keel.pipelines.docker_runner import no_log_timeout
+
+    environment = {"DOCKER_HOST": "unix:///nonexistent.sock"}
+    assert docker.from_env(version="1.41", environment=environment).api.timeout == 60
+    with no_log_timeout():
+        assert docker.from_env(version="1.41", environment=environment).api.timeout is None
+    assert docker.from_env(version="1.41", environment=environment).api.timeout == 60
