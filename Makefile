@@ -7,10 +7,10 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 CONSTRAINTS := images/constraints.txt
 # Extras installed for development: the classical-ML stack, the KServe SDK
-# (which also brings grpc, needed by the katib SDK) and test tools.
-# The torch/tensorflow stacks are pinned in $(CONSTRAINTS) but only installed
-# by the images and issues that need them (they add ~7 GB).
-EXTRAS ?= serving,docker,dev
+# (which also brings grpc, needed by the katib SDK), the torch and tensorflow
+# stacks (deep-learning components and their tests; ~7 GB, mostly CUDA
+# libraries torch pulls in even on CPU) and test tools.
+EXTRAS ?= serving,docker,torch,tensorflow,dev
 STAMP := $(VENV)/.installed
 CONFIG ?= pipelines/configs/default.yaml
 PYTEST_ARGS ?=
@@ -20,7 +20,7 @@ RUFF_ARGS := --select F,E9 --target-version py311
 .PHONY: install run test test-fast compile golden serve tune bench lint clean help images push
 
 help:
-	@echo "make run | test | serve | tune | install | compile | golden | images | image-NAME | push | bench | bench-pipeline | bench-serve | bench-hpo | bench-images | lint | clean"
+	@echo "make run | test | serve | tune | install | compile | golden | images | image-NAME | push | bench | bench-pipeline | bench-serve | bench-hpo | bench-images | bench-train | bench-compress | lint | clean"
 
 install: $(STAMP)
 
@@ -81,7 +81,7 @@ push: install
 golden: install
 	$(VENV)/bin/keel compile --out tests/golden
 
-bench: bench-pipeline bench-serve bench-hpo bench-images
+bench: bench-pipeline bench-serve bench-hpo bench-images bench-train bench-compress
 
 # The throughput figures need Debian's wrk; without it (and without root to
 # install it) the bench prints why and reports latency only.

@@ -3,6 +3,12 @@
 import pandas as pd
 import pytest
 
+from keel.components._common.tf_import import load_triton_first
+
+# A test worker runs TensorFlow and torch tests in one process; triton must load before TensorFlow
+# (see keel.components._common.tf_import), and tests import TensorFlow directly too.
+load_triton_first()
+
 from keel.components._common.testing import kube_api, one_thread, s3_server, s3_store  # noqa: F401 (fixtures)
 
 

@@ -127,6 +127,8 @@ def resolve_config(args: argparse.Namespace):
         cfg = parse_config(raw, "inferred config")
     else:
         cfg = load_config(args.config or DEFAULT_CONFIG)
+        if cfg.pipeline_name == "vision":
+            return _vision_overrides(cfg, args)
         extra = {}
         if args.data:
             extra["data.source"] = args.data
@@ -139,10 +141,30 @@ def resolve_config(args: argparse.Namespace):
     return with_overrides(cfg, overrides) if overrides else cfg
 
 
+def _vision_overrides(cfg, args: argparse.Namespace):
+    """A vision config takes --store and --sample-rows (as data.sample_images); the table flags are refused."""
+    from keel.pipelines.config import with_overrides
+
+    tabular = [flag for flag, value in (("--data", args.data), ("--target", args.target), ("--drop", args.drop),
+                                        ("--task", args.task), ("--family", args.family)) if value]
+    if tabular:
+        raise KeelError(f"{', '.join(tabular)}: tabular options do not apply to a vision config; edit its data/model sections")
+    overrides = {k: v for k, v in (("registry.store", args.store), ("data.sample_images", args.sample_rows)) if v is not None}
+    return with_overrides(cfg, overrides) if overrides else cfg
+
+
 def cmd_check(args) -> int:
     from keel.pipelines.preflight import preflight
 
     cfg = resolve_config(args)
+    if cfg.pipeline_name == "vision":
+        from keel.pipelines.vision_run import preflight_vision
+
+        sets = preflight_vision(cfg)
+        first = next(iter(sets.values()))
+        print(f"ok: {cfg.name}: {sum(len(s) for s in sets.values()):,} images of {'x'.join(map(str, first.shape))} "
+              f"in {len(first.classes)} classes from {cfg.data.source}; model {cfg.model.framework} {cfg.model.architecture}")
+        return 0
     frame = preflight(cfg)
     print(f"ok: {cfg.name}: {len(frame):,} rows x {frame.shape[1]} columns from {cfg.data.source}; "
           f"target {cfg.target.column!r} ({cfg.target.task}); model {cfg.model.family}")
@@ -157,6 +179,10 @@ def cmd_run(args) -> int:
     started = time.perf_counter()
 
     def announce(frame):
+        if frame is None:  # the vision pipeline reads images, not a table
+            print(f"keel: {cfg.name}: images from {cfg.data.source}; training a {cfg.model.framework} "
+                  f"{cfg.model.architecture} ({args.runner} runner)", flush=True)
+            return
         print(f"keel: {cfg.name}: {len(frame):,} rows x {frame.shape[1]} columns from {cfg.data.source}; "
               f"running the training pipeline ({args.runner} runner)", flush=True)
 
@@ -210,7 +236,7 @@ def cmd_serve(args) -> int:
         host, port = sock.getsockname()[:2]
         auth = "on" if ServeSettings.from_env().authenticator.enabled else "off (set KEEL_SERVE_TOKEN or KEEL_SERVE_TOKEN_FILE to require a bearer token)"
         print(f"keel: serving {model.bundle.model_name} v{model.bundle.version} ({model.bundle.uri}) as {model.name!r} "
-              f"at http://{host}:{port}\n  V1: POST /v1/models/{model.name}:predict  :explain\n"
+              f"at http://{host}:{port}\n  V1: POST /v1/models/{model.name}:predict{'' if model.bundle.modality == 'image' else '  :explain'}\n"
               f"  V2: POST /v2/models/{model.name}/infer  metadata: GET /v2/models/{model.name}\n  auth: {auth}", flush=True)
 
     return run(args.model, args.name, "127.0.0.1", args.port, args.workers, store=store, registry_name=model_name, on_ready=announce)

@@ -10,13 +10,39 @@ from keel.pipelines.config import CONFIG_DIR, DEFAULT_CONFIG, TrainingConfig, lo
 TUNED_EXAMPLE = CONFIG_DIR / "loans-tuned.yaml"
 
 
+# The vision pipeline's defaults when the config given is a tabular one.
+VISION_EXAMPLE = CONFIG_DIR / "fashion-mnist-torch.yaml"
+
+
+def compile_vision(out_dir: str | Path, cfg) -> Path:
+    """Writes `<out_dir>/vision.yaml` with the config's train resources (GPU pool) and framework image."""
+    from kfp import compiler
+
+    from keel.pipelines.vision import build_vision_pipeline
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path, tmp = out / "vision.yaml", out / ".vision.tmp.yaml"
+    pipeline = build_vision_pipeline(cfg.resources, cfg.model.framework, launcher=cfg.training.distributed.launcher)
+    compiler.Compiler().compile(pipeline, str(tmp), pipeline_parameters=cfg.pipeline_arguments())
+    tmp.replace(path)
+    return path
+
+
 def compile_pipelines(out_dir: str | Path, cfg: TrainingConfig | None = None) -> list[Path]:
-    """Writes `<out_dir>/<pipeline>.yaml` for each pipeline, with `cfg` as its parameter defaults."""
+    """Writes `<out_dir>/<pipeline>.yaml` for each pipeline, with `cfg` as its parameter defaults.
+
+    A vision config compiles the vision pipeline only (its resources are part
+    of the IR); a training config compiles the training pipelines and the
+    vision pipeline of the Fashion-MNIST example.
+    """
     from kfp import compiler
 
     from keel.pipelines.training import PIPELINES
 
     cfg = cfg or load_config(DEFAULT_CONFIG)
+    if cfg.pipeline_name == "vision":
+        return [compile_vision(out_dir, cfg)]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -30,4 +56,5 @@ def compile_pipelines(out_dir: str | Path, cfg: TrainingConfig | None = None) ->
         compiler.Compiler().compile(pipeline, str(tmp), pipeline_parameters=arguments)
         tmp.replace(path)
         written.append(path)
+    written.append(compile_vision(out, load_config(VISION_EXAMPLE)))
     return written

@@ -71,16 +71,29 @@ class TrainingConfig(BaseModel):
         return {name: getattr(self, name).model_dump(mode="json", exclude_none=True) for name in names}
 
 
-def parse_config(raw: Any, source: str = "config") -> TrainingConfig:
+PIPELINE_KINDS = ("training", "vision")
+
+
+def parse_config(raw: Any, source: str = "config"):
+    """A TrainingConfig, or a VisionConfig when the file says `pipeline: vision`."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections ({', '.join(SECTIONS)})")
+    kind = raw.get("pipeline", "training")
+    if kind not in PIPELINE_KINDS:
+        raise ConfigError(f"{source}: pipeline: {kind!r} is not a Keel pipeline; use one of {', '.join(PIPELINE_KINDS)}")
+    model = TrainingConfig
+    if kind == "vision":
+        from keel.pipelines.vision_config import VisionConfig
+
+        model = VisionConfig
+    raw = {k: v for k, v in raw.items() if not (k == "pipeline" and kind == "training")}
     try:
-        return TrainingConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(f"{source}: {format_validation_error(err)}") from None
 
 
-def load_config(path: str | Path) -> TrainingConfig:
+def load_config(path: str | Path):
     """Reads and validates a YAML config; every problem is one line naming the file and field."""
     path = Path(path)
     if not path.exists():

@@ -37,15 +37,25 @@ STEPS = ("ingest-data", "profile-data", "validate-data", "clean-data", "split-da
 GATED_STEPS = ("register-model", "deploy-model")
 TUNE_STEP = "tune-hyperparameters"
 ALL_STEPS = STEPS[:6] + (TUNE_STEP,) + STEPS[6:]  # every step name, in pipeline order
+# The vision pipeline (keel.pipelines.vision): its steps, and the one its gate guards.
+VISION_STEPS = ("ingest-images", "train-image-model", "compress-model", "evaluate-image-model", "register-image-model")
+VISION_GATED_STEPS = ("register-image-model",)
 
 
 def steps_for(cfg: TrainingConfig) -> tuple[str, ...]:
     """The steps a config runs: the tuned pipeline adds the search after the features step."""
+    if cfg.pipeline_name == "vision":
+        return VISION_STEPS
     return ALL_STEPS if cfg.tune is not None else STEPS
 
 
+def _gated(cfg) -> tuple[str, ...]:
+    return VISION_GATED_STEPS if cfg.pipeline_name == "vision" else GATED_STEPS
+
+
 def _step_order(path: Path) -> int:
-    return ALL_STEPS.index(path.name) if path.name in ALL_STEPS else len(ALL_STEPS)
+    order = ALL_STEPS + VISION_STEPS
+    return order.index(path.name) if path.name in order else len(order)
 
 
 class PipelineFailed(KeelError):
@@ -67,7 +77,8 @@ class ProgressLog(io.TextIOBase):
     gets one line per step and any `keel: error:` line a step printed.
     """
 
-    def __init__(self, log_path: Path, terminal, total_steps: int):
+    def __init__(self, log_path: Path, terminal, total_steps: int, gated: tuple[str, ...] = GATED_STEPS):
+        self.gated = gated
         self.log = open(log_path, "w", encoding="utf-8")
         self.terminal = terminal
         self.total = total_steps
@@ -100,7 +111,7 @@ class ProgressLog(io.TextIOBase):
             self._say(f"  [{self.done:>2}/{self.total}] {match[1]:<18} cached     (unchanged code and inputs)")
         elif match := _SKIPPED.search(line):
             # kfp names the dsl.If group; the training pipeline's one condition guards registration and deploy.
-            names = GATED_STEPS if match[1].startswith("condition") else (match[1],)
+            names = self.gated if match[1].startswith("condition") else (match[1],)
             for name in names:
                 self.done += 1
                 self._say(f"  [{self.done:>2}/{self.total}] {name:<18} skipped    (metrics gate not passed)")
@@ -136,17 +147,19 @@ class RunSummary:
 
     @property
     def passed(self) -> bool | None:
-        value = self.outputs.get("passed", self.artifact("evaluate-model", "Output"))
+        value = self.outputs.get("passed")
+        for step in ("evaluate-model", "evaluate-image-model"):
+            value = self.artifact(step, "Output") if value is None else value
         return None if value is None else bool(value)
 
     @property
     def metrics(self) -> dict:
-        metrics = self.outputs.get("metrics") or self.artifact("evaluate-model", "metrics")
+        metrics = self.outputs.get("metrics") or self.artifact("evaluate-model", "metrics") or self.artifact("evaluate-image-model", "metrics")
         return dict(metrics["metadata"]) if metrics else {}
 
     @property
     def registered(self) -> dict | None:
-        bundle = self.artifact("register-model", "bundle")
+        bundle = self.artifact("register-model", "bundle") or self.artifact("register-image-model", "bundle")
         return dict(bundle["metadata"]) if bundle else None
 
     @property
@@ -182,6 +195,16 @@ def ingest_cache_key(cfg: TrainingConfig, data_hash: str, code: str) -> str:
     """Ingest is served from the cache only for the same source content, sections and code."""
     args = cfg.pipeline_arguments()
     material = json.dumps({"data": args["data"], "target": args["target"], "content": data_hash, "code": code}, sort_keys=True)
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def vision_ingest_cache_key(cfg, code: str) -> str:
+    """Image ingest is served from the cache only for the same source files, data section and code."""
+    from keel.components._common.image_data import source_files
+    from keel.components._common.lineage import file_sha256
+
+    content = [file_sha256(p) if p.is_file() else f"missing:{p}" for p in source_files(cfg.data.source)]
+    material = json.dumps({"data": cfg.pipeline_arguments()["data"], "content": content, "code": code}, sort_keys=True)
     return hashlib.sha256(material.encode()).hexdigest()
 
 
@@ -244,6 +267,17 @@ def run_checked(cfg: TrainingConfig, *, runner: str = "local", verbose: bool = F
         from keel.pipelines.docker_runner import connect
 
         connect().close()
+    if cfg.pipeline_name == "vision":
+        from keel.pipelines.vision_run import preflight_vision
+
+        if runner != "local":
+            raise KeelError("--runner docker: the vision pipeline runs locally with --runner local only "
+                            "(its steps need keel-torch, which `make images` builds but the docker runner does not stage yet)")
+        preflight_vision(cfg)
+        if on_checked:
+            on_checked(None)
+        # Steps import torch in a few seconds; the warm-start server's fork model is built for the tabular stack.
+        return run_local(cfg, runner=runner, verbose=verbose, warm_start=False, cache=cache)
     warm_start = (warm_start_enabled() if warm_start is None else warm_start) and runner == "local"
     server = StepServer().start() if warm_start else None
     try:
@@ -276,13 +310,22 @@ def _run(cfg: TrainingConfig, *, runner, pipeline_root, verbose, step_server, ca
     before = set(os.listdir(root))
     local.init(runner=kfp_runner, pipeline_root=str(root), raise_on_error=False,
                enable_caching=cache, cache_root=str(root / ".kfp_cache"))
-    pipeline = build_training_pipeline(
-        tune=cfg.tune is not None,
-        ingest_cache_key=ingest_cache_key(cfg, data_hash, step_env["KEEL_SOURCE_HASH"]) if cache and data_hash else None,
-        step_env=step_env,
-    )
+    if cfg.pipeline_name == "vision":
+        from keel.pipelines.vision import VISION_PIPELINE_NAME, build_vision_pipeline
+
+        # Resources and node pools are a cluster's business; locally the step uses what this machine has.
+        key = vision_ingest_cache_key(cfg, step_env["KEEL_SOURCE_HASH"]) if cache else None
+        pipeline = build_vision_pipeline(None, cfg.model.framework, step_env=step_env, ingest_cache_key=key)
+        name = VISION_PIPELINE_NAME
+    else:
+        pipeline = build_training_pipeline(
+            tune=cfg.tune is not None,
+            ingest_cache_key=ingest_cache_key(cfg, data_hash, step_env["KEEL_SOURCE_HASH"]) if cache and data_hash else None,
+            step_env=step_env,
+        )
+        name = PIPELINE_NAME
     log_path = root / f".keel-run-{os.getpid()}.log"
-    progress = ProgressLog(log_path, sys.stdout, total_steps=len(steps_for(cfg)))
+    progress = ProgressLog(log_path, sys.stdout, total_steps=len(steps_for(cfg)), gated=_gated(cfg))
     with resources, _kfp_output_to(progress, verbose) as stack:
         if runner == "local":
             stack.enter_context(_subprocess_runs_keel_steps())
@@ -292,14 +335,14 @@ def _run(cfg: TrainingConfig, *, runner, pipeline_root, verbose, step_server, ca
             else:
                 print("keel: warm start unavailable; steps import their libraries from cold", file=sys.stderr)
         task = pipeline(**cfg.pipeline_arguments())
-    new = sorted(d for d in set(os.listdir(root)) - before if d.startswith(PIPELINE_NAME))
+    new = sorted(d for d in set(os.listdir(root)) - before if d.startswith(name))
     # Every step served from the cache: kfp.local made no directory, Keel makes one for the log.
-    run_dir = root / new[-1] if new else root / f"{PIPELINE_NAME}-{dt.datetime.now():%Y-%m-%d-%H-%M-%S-%f}"
+    run_dir = root / new[-1] if new else root / f"{name}-{dt.datetime.now():%Y-%m-%d-%H-%M-%S-%f}"
     run_dir.mkdir(exist_ok=True)
     log_path.replace(run_dir / "keel-run.log")
     summary = collect(run_dir)
     summary.outputs = {name: _plain(value) for name, value in (task.outputs or {}).items()}
-    skipped = set(GATED_STEPS) if summary.passed is False else set()
+    skipped = set(_gated(cfg)) if summary.passed is False else set()
     if summary.outputs:  # a finished run: steps with no directory here came from the cache
         summary.cached = [s for s in steps_for(cfg) if s not in summary.steps and s not in skipped]
     failed = [s.name for s in summary.steps.values() if s.status != "SUCCESS"]

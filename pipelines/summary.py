@@ -12,6 +12,7 @@ DOCUMENTS = [
     ("profile_report", "data profile"),
     ("validation_report", "validation report"),
     ("evaluation_report", "evaluation report"),
+    ("compression_report", "compression trade-off"),
     ("clean_quarantine", "quarantined rows (clean)"),
     ("validation_quarantine", "quarantined rows (validate)"),
 ]
@@ -38,6 +39,8 @@ def summary_lines(cfg: TrainingConfig, run: RunSummary, seconds: float) -> list[
         where = f"{deployment.get('namespace')}/{deployment.get('name')}"
         lines.append(f"  deploy:     InferenceService {where} {deployment.get('action')} ({deployment.get('reason')}) -> {deployment['uri']}")
         lines.append(f"  serve here: keel serve {registered.get('registry_uri') if registered else 'latest'}")
+    elif registered:
+        lines.append(f"  serve here: keel serve {registered.get('registry_uri')}")
     for output, label in DOCUMENTS:
         artifact = run.outputs.get(output)
         if artifact:

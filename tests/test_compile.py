@@ -41,7 +41,7 @@ def test_ir_parses_into_pipeline_spec_and_loads_back(compiled):
     from kfp import components
     from kfp.pipeline_spec import pipeline_spec_pb2
 
-    names = {"training": "keel-training", "training-tuned": "keel-training-tuned"}
+    names = {"training": "keel-training", "training-tuned": "keel-training-tuned", "vision": "keel-vision"}
     for name, path in compiled.items():
         docs = list(yaml.safe_load_all(path.read_text()))
         spec = json_format.ParseDict(docs[0], pipeline_spec_pb2.PipelineSpec())

@@ -31,7 +31,9 @@ DOCKERFILES = {name: REPO / "images" / name / "Dockerfile" for name in IMAGE_NAM
 def test_every_component_has_a_module_and_an_image(compiled_ir):
     executors = compiled_ir["deploymentSpec"]["executors"]
     functions = {e["container"]["args"][e["container"]["args"].index("--function_to_execute") + 1] for e in executors.values()}
-    assert functions == set(COMPONENT_MODULES)  # every step of the tuned pipeline, no stale entry
+    # every step of the pipelines, no stale entry; submit_pytorchjob is a standalone component
+    # (the train step submits PyTorchJobs itself), compiled in components/train_deep/tests.
+    assert functions | {"submit_pytorchjob"} == set(COMPONENT_MODULES)
     assert set(COMPONENT_MODULES) <= set(COMPONENT_IMAGES)
     for executor in executors.values():
         container = executor["container"]
@@ -108,7 +110,9 @@ def test_requirements_come_from_setup_cfg():
     base = requirements.requirements(str(REPO / "setup.cfg"), ["cluster"])
     assert "kfp>=2.17" in base and "kserve" in base and "shap" not in base
     assert {"kserve", "shap", "PyJWT", "uvloop"} <= set(requirements.requirements(str(REPO / "setup.cfg"), ["serving"]))
-    assert requirements.requirements(str(REPO / "setup.cfg"), ["serving"], only_extras=True) == ["kserve", "shap", "PyJWT", "uvloop"]
+    # onnxruntime: the predictor serves ONNX image models without torch.
+    assert requirements.requirements(str(REPO / "setup.cfg"), ["serving"], only_extras=True) == [
+        "kserve", "shap", "PyJWT", "uvloop", "onnxruntime"]
     assert "xgboost-cpu" in requirements.requirements(str(REPO / "setup.cfg"), [], replace={"xgboost": "xgboost-cpu"})
     with pytest.raises(SystemExit, match="no such requirement"):
         requirements.requirements(str(REPO / "setup.cfg"), [], replace={"xgb": "x"})
@@ -202,7 +206,12 @@ def compiled_ir(tmp_path_factory):
     from keel.pipelines.compile import compile_pipelines
 
     paths = compile_pipelines(tmp_path_factory.mktemp("ir"))
-    return yaml.safe_load(next(p for p in paths if p.name == "training-tuned.yaml").read_text())
+    # Every step of every pipeline: the tuned training pipeline's and the vision pipeline's executors.
+    executors = {}
+    for name in ("training-tuned.yaml", "vision.yaml"):
+        ir = next(yaml.safe_load_all(next(p for p in paths if p.name == name).read_text()))
+        executors.update(ir["deploymentSpec"]["executors"])
+    return {"deploymentSpec": {"executors": executors}}
 
 
 def test_the_docker_runner_waits_on_a_silent_step():

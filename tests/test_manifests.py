@@ -271,7 +271,7 @@ def test_every_overlay_builds_the_whole_stack(overlay):
     kinds = sorted((d["kind"], d["metadata"]["name"]) for d in docs)
     assert kinds == sorted([
         ("Namespace", OVERLAYS[env]), ("ServiceAccount", PREDICTOR), ("Role", "keel-deployer"),
-        ("RoleBinding", "keel-deployer"), ("PodDisruptionBudget", PREDICTOR), ("NetworkPolicy", PREDICTOR),
+        ("RoleBinding", "keel-deployer"), ("Role", "keel-trainer"), ("RoleBinding", "keel-trainer"), ("PodDisruptionBudget", PREDICTOR), ("NetworkPolicy", PREDICTOR),
         ("AuthorizationPolicy", PREDICTOR), ("RequestAuthentication", PREDICTOR), ("ServingRuntime", PREDICTOR),
         ("InferenceService", PREDICTOR),
     ])

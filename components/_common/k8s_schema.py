@@ -37,6 +37,8 @@ from keel.components._common.errors import ConfigError
 
 KSERVE_GROUP = "serving.kserve.io"
 ISTIO_SECURITY_GROUP = "security.istio.io"
+# The Kubeflow training operator's kinds (PyTorchJob...): the kubeflow-training SDK's models.
+KUBEFLOW_GROUP = "kubeflow.org"
 
 # KServe's CRDs with `scope: Cluster` (kserve/kserve config/crd/full). The SDK
 # models do not say which kinds are cluster-scoped, so this one fact is kept here.
@@ -131,11 +133,11 @@ def is_namespaced(api_version: str, kind: str) -> bool:
         if (version, kind) not in _ISTIO_SPEC_SCHEMAS:
             raise ConfigError(f"unknown apiVersion/kind (apiVersion {api_version}, kind {kind})")
         return True  # Istio's security CRDs are all `scope: Namespaced`
-    if group == KSERVE_GROUP:
+    if group in (KSERVE_GROUP, KUBEFLOW_GROUP):
         model, reason = _model_for(api_version, kind)
         if model is None:
             raise ConfigError(f"unknown apiVersion/kind (apiVersion {api_version}, kind {kind}): {reason}")
-        return kind not in _KSERVE_CLUSTER_SCOPED
+        return kind not in _KSERVE_CLUSTER_SCOPED  # every training-operator job is namespaced
     found = _kubernetes_kind(api_version, kind)
     if found is None:
         raise ConfigError(f"unknown apiVersion/kind (apiVersion {api_version}, kind {kind})")
@@ -193,11 +195,18 @@ def _model_for(api_version: str, kind: str) -> tuple[type | None, Any]:
         if model is None or not {"api_version", "kind", "metadata"} <= set(getattr(model, "openapi_types", {})):
             return None, f"kserve {_installed_version('kserve')} has no resource {kind} in {api_version}"
         return model, _resolve_kserve
+    if group == KUBEFLOW_GROUP:
+        import kubeflow.training.models as training_models
+
+        model = getattr(training_models, f"KubeflowOrg{version.capitalize()}{kind}", None)
+        if model is None or not {"api_version", "kind", "metadata"} <= set(getattr(model, "openapi_types", {})):
+            return None, f"kubeflow-training {_installed_version('kubeflow-training')} has no resource {kind} in {api_version}"
+        return model, _resolve_training
     found = _kubernetes_kind(api_version, kind)
     if found is None:
         return None, (
             "not a Kubernetes built-in kind in kubernetes client "
-            f"{_installed_version('kubernetes')}, nor a {KSERVE_GROUP} or {ISTIO_SECURITY_GROUP} kind"
+            f"{_installed_version('kubernetes')}, nor a {KSERVE_GROUP}, {KUBEFLOW_GROUP} or {ISTIO_SECURITY_GROUP} kind"
         )
     return _resolve_kubernetes(found[0]), _resolve_kubernetes
 
@@ -224,6 +233,14 @@ def _resolve_kserve(name: str) -> type | None:
     import kserve.models as kserve_models
 
     model = getattr(kserve_models, name, None)
+    return model if hasattr(model, "openapi_types") else _resolve_kubernetes(name)
+
+
+@functools.cache
+def _resolve_training(name: str) -> type | None:
+    import kubeflow.training.models as training_models
+
+    model = getattr(training_models, name, None)
     return model if hasattr(model, "openapi_types") else _resolve_kubernetes(name)
 
 

@@ -173,9 +173,8 @@ def _predict(pipeline, X: pd.DataFrame, task: str, n_classes: int | None, thresh
     return proba.argmax(axis=1), proba
 
 
-def render_report(result: Evaluation, section: EvaluationSection, model_info: dict | None = None) -> str:
-    """The self-contained HTML report: verdict, thresholds, metrics and plots."""
-    model_info = model_info or {}
+def verdict_html(result, section: EvaluationSection) -> str:
+    """PASSED / FAILED, why, and every threshold against its value (any result with passed, failures, metrics)."""
     verdict = '<p class="pass">PASSED</p>' if result.passed else '<p class="fail">FAILED</p>'
     if result.failures:
         verdict += "<ul>" + "".join(f"<li>{report.esc(line)}</li>" for line in result.failures) + "</ul>"
@@ -187,9 +186,14 @@ def render_report(result: Evaluation, section: EvaluationSection, model_info: di
             bounds.append({"metric": name, "bound": f"{kind} {limit:g}", "value": "not available" if value is None else value,
                            "result": "pass" if ok else "FAIL"})
     if bounds:
-        verdict += report.table(bounds, ["metric", "bound", "value", "result"])
-    else:
-        verdict += '<p class="muted">No thresholds configured: the gate passes every model.</p>'
+        return verdict + report.table(bounds, ["metric", "bound", "value", "result"])
+    return verdict + '<p class="muted">No thresholds configured: the gate passes every model.</p>'
+
+
+def render_report(result: Evaluation, section: EvaluationSection, model_info: dict | None = None) -> str:
+    """The self-contained HTML report: verdict, thresholds, metrics and plots."""
+    model_info = model_info or {}
+    verdict = verdict_html(result, section)
 
     about = [
         {"field": "family", "value": model_info.get("family", "unknown")},

@@ -111,7 +111,9 @@ def multiclass_metrics(y_true, y_pred, proba=None, *, n_classes: int) -> tuple[d
     else:
         proba = np.asarray(proba, dtype=float)
         present = np.unique(y_true)
-        if len(present) == n_classes:
+        if len(present) == n_classes == 2:  # sklearn's one-vs-rest refuses two columns; the positive column is the score
+            values["roc_auc"] = skm.roc_auc_score(y_true, proba[:, 1])
+        elif len(present) == n_classes:
             values["roc_auc"] = skm.roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=labels)
         else:
             missing = sorted(set(labels) - set(present.tolist()))

@@ -3,6 +3,13 @@
 Unpickling runs code, so a bundle's files are checked against its
 MANIFEST.json first: a file changed after publishing is refused by name, and
 `joblib.load` only ever sees the bytes that were registered.
+
+Two kinds of bundle share the registry: tabular (bundle.json without a
+`modality`, a joblib Pipeline and schema.json) and image (bundle.json
+`"modality": "image"`, model.json, the trained-model contract of
+keel.components.train_deep.artifact, and its exported serving file). An image
+bundle is verified the same way; its model is opened by the predictor
+(serve/image_model.py), which holds the runtime it needs.
 """
 
 from __future__ import annotations
@@ -25,6 +32,11 @@ INFO_FILE = "bundle.json"
 CARD_MD_FILE = "model_card.md"
 CARD_HTML_FILE = "model_card.html"
 BUNDLE_FILES = (MODEL_FILE, SCHEMA_FILE, METRICS_FILE, LINEAGE_FILE, CARD_MD_FILE, CARD_HTML_FILE, INFO_FILE)
+MODEL_INFO_FILE = "model.json"  # keel.components.train_deep.artifact.MODEL_INFO (not imported: it is a torch-side module)
+# Plus the serving file model.json names for the bundle's serving_format.
+IMAGE_BUNDLE_FILES = (INFO_FILE, MODEL_INFO_FILE, METRICS_FILE, LINEAGE_FILE, CARD_MD_FILE, CARD_HTML_FILE)
+IMAGE_MODALITY = "image"
+MODALITIES = ("tabular", IMAGE_MODALITY)
 
 
 @dataclass(frozen=True)
@@ -32,8 +44,9 @@ class Bundle:
     """A registered model version, verified and loaded.
 
     Attributes:
-        model: the unpickled scikit-learn Pipeline (raw input columns in, predictions out).
-        schema: the validate stage's schema JSON (the serving input contract).
+        model: the unpickled scikit-learn Pipeline (raw input columns in, predictions out);
+            None for an image bundle (see `image_model_files`).
+        schema: the validate stage's schema JSON (the serving input contract); {} for an image bundle.
         metrics: the evaluation metrics (name -> number).
         lineage: the lineage record (config, every input artifact's hash, code version).
         manifest: MANIFEST.json (file hashes and the bundle hash).
@@ -56,6 +69,11 @@ class Bundle:
     @property
     def bundle_hash(self) -> str:
         return self.manifest["bundle_hash"]
+
+    @property
+    def modality(self) -> str:
+        """"tabular" or "image" (bundle.json's `modality`; bundles from before images have none)."""
+        return self.info.get("modality") or "tabular"
 
     @property
     def input_columns(self) -> list[str]:
@@ -124,6 +142,11 @@ def load_bundle_dir(path: str | Path) -> Bundle:
 
 
 def _load(where: str, model_name: str, version: int, manifest: dict, files: dict[str, bytes]) -> Bundle:
+    modality = _json(where, INFO_FILE, files).get("modality") if INFO_FILE in files else None
+    if modality == IMAGE_MODALITY:
+        return _load_image(where, model_name, version, manifest, files)
+    if modality not in (None, "tabular"):
+        raise DataError(f"{where}/{INFO_FILE}: modality {modality!r} cannot be served; this predictor serves {', '.join(MODALITIES)}")
     for name in BUNDLE_FILES:
         if name not in files:
             raise DataError(f"{where}: is not a Keel model bundle (no {name}); publish it with register_model")
@@ -142,6 +165,60 @@ def _load(where: str, model_name: str, version: int, manifest: dict, files: dict
         model_name=model_name,
         files=files,
     )
+
+
+def _load_image(where: str, model_name: str, version: int, manifest: dict, files: dict[str, bytes]) -> Bundle:
+    for name in IMAGE_BUNDLE_FILES:
+        if name not in files:
+            raise DataError(f"{where}: is not a Keel image model bundle (no {name}); publish it with register_model")
+    info = _json(where, INFO_FILE, files)
+    image_model_files(where, info, files)  # the serving file is there and model.json agrees with bundle.json
+    return Bundle(
+        model=None,
+        schema={},
+        metrics=_json(where, METRICS_FILE, files),
+        lineage=_json(where, LINEAGE_FILE, files),
+        manifest=manifest,
+        info=info,
+        version=version,
+        uri=where,
+        model_name=model_name,
+        files=files,
+    )
+
+
+def image_model_files(where: str, info: dict, files: dict[str, bytes]) -> tuple[str, dict, dict[str, bytes]]:
+    """What an image bundle serves: (format, model.json, {file name: bytes} to write into a model directory).
+
+    The format is bundle.json's `serving_format` (register may pick another export than
+    training's default), else model.json's.
+
+    Raises:
+        DataError: model.json is malformed, names no file for the format, the file is not in
+            the bundle, or model.json and bundle.json disagree on classes or input size.
+    """
+    model_info = _json(where, MODEL_INFO_FILE, files)
+    missing = [k for k in ("framework", "classes", "input", "files", "serving_format") if k not in model_info]
+    if missing:
+        raise DataError(f"{where}/{MODEL_INFO_FILE}: missing {', '.join(missing)}; the bundle is inconsistent, register the model again")
+    fmt = info.get("serving_format") or model_info["serving_format"]
+    name = (model_info.get("files") or {}).get(fmt) if isinstance(model_info.get("files"), dict) else None
+    if not name:
+        raise DataError(f"{where}/{MODEL_INFO_FILE}: names no file for serving format {fmt!r}")
+    if name not in files:
+        raise DataError(f"{where}: is not a complete image model bundle (no {name}, the {fmt} model that model.json names)")
+    if info.get("classes") is not None and list(info["classes"]) != list(model_info["classes"]):
+        raise DataError(f"{where}: {INFO_FILE} and {MODEL_INFO_FILE} list different classes; the bundle is inconsistent")
+    served, trained = info.get("input") or {}, model_info["input"]
+    if (not isinstance(trained, dict) or trained.get("layout") not in ("NCHW", "NHWC")
+            or not all(isinstance(trained.get(k), int) and trained[k] > 0 for k in ("height", "width", "channels"))):
+        raise DataError(f"{where}/{MODEL_INFO_FILE}: input must give layout NCHW or NHWC and positive whole height, width "
+                        f"and channels, got {trained!r}")
+    for key in ("height", "width", "channels", "layout"):
+        if key in served and served[key] != trained.get(key):
+            raise DataError(f"{where}: {INFO_FILE} input.{key} is {served[key]!r} but {MODEL_INFO_FILE} says {trained.get(key)!r}; "
+                            "the bundle is inconsistent")
+    return fmt, model_info, {MODEL_INFO_FILE: files[MODEL_INFO_FILE], name: files[name]}
 
 
 def _json(where: str, name: str, files: dict[str, bytes]) -> dict:

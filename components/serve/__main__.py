@@ -35,8 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(model_uri: str, model_name: str | None, host: str, port: int, workers: int, event_loop: str = "uvloop",
         store: str | None = None, registry_name: str | None = None, on_ready=None) -> int:
     """Loads and verifies the bundle, binds, then serves until stopped (shared with `keel serve`)."""
-    from keel.components.serve.model import KeelModel
-    from keel.components.serve.server import ServeSettings, bind, configure_logging, load_model_bundle, serve
+    from keel.components.serve.server import ServeSettings, bind, configure_logging, load_model_bundle, serve, serving_model
 
     configure_logging()
     settings = ServeSettings.from_env()  # bad settings fail before the (slower) model load
@@ -52,7 +51,7 @@ def run(model_uri: str, model_name: str | None, host: str, port: int, workers: i
     threadpool_limits(1)
     # KServe's default --model_name is "model"; a bundle knows its own name.
     name = model_name if model_name and model_name != "model" else bundle.model_name
-    model = KeelModel(name, bundle, settings.policy, settings.log_payloads)
+    model = serving_model(name, bundle, settings)  # KeelModel, or ImageModel for an image bundle
     model.load()
     sock = bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]

@@ -97,6 +97,17 @@ def load_model_bundle(uri: str, store: str | None = None, model_name: str | None
     )
 
 
+def serving_model(name: str, bundle, settings: ServeSettings):
+    """The kserve.Model for a bundle's modality: ImageModel for image bundles, KeelModel for tabular ones."""
+    if bundle.modality == "image":
+        from keel.components.serve.image_model import ImageModel
+
+        return ImageModel(name, bundle, settings.policy, settings.log_payloads)
+    from keel.components.serve.model import KeelModel
+
+    return KeelModel(name, bundle, settings.policy, settings.log_payloads)
+
+
 def configure_logging(level: str = "INFO") -> None:
     """JSON request/payload lines and Keel's own messages on stderr."""
     import warnings

@@ -36,7 +36,7 @@ class EstimatorSpec:
     family: str
     kind: str  # "classification" or "regression"
     import_path: str  # module.Class
-    framework: str  # "sklearn" or "xgboost"
+    framework: str  # "sklearn", "xgboost", "torch" or "tensorflow"
     defaults: Callable[[int], dict]  # seed -> constructor defaults (model.params override them)
     handles_missing: bool  # accepts NaN in the features
 
@@ -67,6 +67,15 @@ _SPECS = [
                   lambda seed: {"tree_method": "hist", **_parallel(seed)}, handles_missing=True),
     EstimatorSpec("xgboost", "regression", "xgboost.XGBRegressor", "xgboost",
                   lambda seed: {"tree_method": "hist", **_parallel(seed)}, handles_missing=True),
+]
+# Neural networks on the same engineered features (components/train_deep): sklearn-API wrappers,
+# so the Pipeline, evaluation, the card and the predictor treat them like any other family.
+_MLPS = "keel.components.train_deep"
+_SPECS += [
+    EstimatorSpec("torch_mlp", "classification", f"{_MLPS}.torch_estimator.TorchMLPClassifier", "torch", _seeded, handles_missing=False),
+    EstimatorSpec("torch_mlp", "regression", f"{_MLPS}.torch_estimator.TorchMLPRegressor", "torch", _seeded, handles_missing=False),
+    EstimatorSpec("keras_mlp", "classification", f"{_MLPS}.keras_estimator.KerasMLPClassifier", "tensorflow", _seeded, handles_missing=False),
+    EstimatorSpec("keras_mlp", "regression", f"{_MLPS}.keras_estimator.KerasMLPRegressor", "tensorflow", _seeded, handles_missing=False),
 ]
 ESTIMATORS: dict[tuple[str, str], EstimatorSpec] = {(s.family, s.kind): s for s in _SPECS}
 

@@ -307,6 +307,9 @@ def _early_stopping_args(estimator, spec: EstimatorSpec, X_val, y_val) -> dict:
         if not has_validation:
             raise ConfigError("model.params.early_stopping_rounds: needs validation rows; set split.validation_size above 0 or remove it")
         return {"eval_set": [(X_val, y_val)], "verbose": False}
+    if spec.framework in ("torch", "tensorflow") and has_validation:
+        # The MLPs stop on the validation loss and keep their best epoch (torch_estimator.py).
+        return {"eval_set": [(X_val, y_val)]}
     if spec.family == "gradient_boosting" and estimator.get_params().get("early_stopping") is not False and has_validation:
         # sklearn decides whether early stopping is on ("auto": over 10,000 rows);
         # when it is, it scores on these rows instead of a slice of train.
