@@ -105,16 +105,16 @@ class ProgressLog(io.TextIOBase):
         elif match := _FINISHED.search(line):
             self.done += 1
             seconds = time.perf_counter() - self.started.get(match[1], time.perf_counter())
-            self._say(f"  [{self.done:>2}/{self.total}] {match[1]:<18} {match[2].lower():<8} {seconds:5.1f} s")
+            self._say(f"  [{self.done:>2}/{self.total}] {match[1]:<20} {match[2].lower():<8} {seconds:5.1f} s")
         elif match := _CACHED.search(line):
             self.done += 1
-            self._say(f"  [{self.done:>2}/{self.total}] {match[1]:<18} cached     (unchanged code and inputs)")
+            self._say(f"  [{self.done:>2}/{self.total}] {match[1]:<20} cached     (unchanged code and inputs)")
         elif match := _SKIPPED.search(line):
             # kfp names the dsl.If group; the training pipeline's one condition guards registration and deploy.
             names = self.gated if match[1].startswith("condition") else (match[1],)
             for name in names:
                 self.done += 1
-                self._say(f"  [{self.done:>2}/{self.total}] {name:<18} skipped    (metrics gate not passed)")
+                self._say(f"  [{self.done:>2}/{self.total}] {name:<20} skipped    (metrics gate not passed)")
         elif "keel: error:" in line:
             message = line[line.index("keel: error:"):].strip()
             self.step_errors.append(message)

@@ -115,7 +115,9 @@ class _BatchDataset(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.y)
 
-    def __getitems__(self, index):
+    def __getitem__(self, index):
+        # The sampler yields a whole batch's indexes and batch_size=None turns off collation,
+        # so one call copies one batch.
         index = torch.as_tensor(index)
         return self.x[index], self.y[index]
 

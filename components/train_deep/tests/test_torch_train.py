@@ -74,6 +74,17 @@ def test_same_seed_same_model(mnist, tmp_path):
         assert torch.equal(v, weights(tmp_path / "b")[k]), k
 
 
+def test_the_dataloader_path_trains_the_same_model_as_the_in_memory_path(mnist, tmp_path):
+    """Worker processes and pinned batches change where a batch is cut, not which images it holds."""
+    common = dict(epochs=1, max_steps_per_epoch=6, augment={"flip": True, "crop_padding": 2})
+    tensor = train_image(spec_for(mnist, tmp_path / "tensor", loader="tensor", **common))
+    loader = train_image(spec_for(mnist, tmp_path / "loader", loader="dataloader", workers=1, **common))
+    assert loader["training"]["loader"] == "dataloader"
+    assert loader["history"][0]["val_loss"] == tensor["history"][0]["val_loss"]
+    for k, v in weights(tmp_path / "tensor").items():
+        assert torch.equal(weights(tmp_path / "loader")[k], v), k
+
+
 def test_a_killed_run_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_one(mnist, tmp_path):
     common = dict(epochs=4, params={"dropout": 0.2}, augment={"flip": True, "crop_padding": 2})
     straight = train_image(spec_for(mnist, tmp_path / "straight", **common))
