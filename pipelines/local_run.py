@@ -38,8 +38,9 @@ GATED_STEPS = ("register-model", "deploy-model")
 TUNE_STEP = "tune-hyperparameters"
 ALL_STEPS = STEPS[:6] + (TUNE_STEP,) + STEPS[6:]  # every step name, in pipeline order
 # The vision pipeline (keel.pipelines.vision): its steps, and the one its gate guards.
-VISION_STEPS = ("ingest-images", "train-image-model", "compress-model", "evaluate-image-model", "register-image-model")
-VISION_GATED_STEPS = ("register-image-model",)
+VISION_STEPS = ("ingest-images", "train-image-model", "compress-model", "evaluate-image-model", "register-image-model",
+                "deploy-model")
+VISION_GATED_STEPS = ("register-image-model", "deploy-model")
 
 
 def steps_for(cfg: TrainingConfig) -> tuple[str, ...]:

@@ -1,5 +1,5 @@
 """The vision pipeline: ingest images -> train (torch or TensorFlow, GPU when asked) -> compress ->
-evaluate -> (gate) register.
+evaluate -> (gate) register -> deploy.
 
 The served model is evaluated, not the fp32 one: the compress step picks the
 variant the bundle serves (ONNX by default), and the gate and the registered
@@ -18,6 +18,7 @@ from kfp.dsl import HTML, Markdown, Metrics
 from keel.components._common.images import TENSORFLOW_IMAGE
 from keel.components._common.vision_config import ResourcesSection
 from keel.components.compress.component import compress_model
+from keel.components.deploy.component import deploy_model
 from keel.components.evaluate_images.component import evaluate_image_model
 from keel.components.ingest_images.component import ingest_images
 from keel.components.register.image_component import register_image_model
@@ -67,9 +68,9 @@ def build_vision_pipeline(resources: Optional[ResourcesSection] = None, framewor
 
     @dsl.pipeline(name=VISION_PIPELINE_NAME,
                   description="Keel vision: ingest images, train (PyTorch or TensorFlow, GPU node pool when asked), "
-                              "compress (int8, pruning, ONNX), evaluate, register.")
+                              "compress (int8, pruning, ONNX), evaluate, register, deploy.")
     def vision_pipeline(data: dict, model: dict, training: dict, evaluation: dict, compression: dict,
-                        model_card: dict, registry: dict) -> VisionOutputs:
+                        model_card: dict, registry: dict, deploy: dict) -> VisionOutputs:
         ingest = ingest_images(data=data).set_display_name("ingest-images")
         if ingest_cache_key:
             ingest.set_caching_options(enable_caching=True, cache_key=ingest_cache_key)
@@ -102,7 +103,12 @@ def build_vision_pipeline(resources: Optional[ResourcesSection] = None, framewor
                 training=training, evaluation=evaluation, compression=compression, model_card=model_card,
                 registry=registry,
             ).set_display_name("register").set_caching_options(enable_caching=False)
-            tasks.append(registered)
+            # The same step as the training pipeline's: renders the InferenceService for the new
+            # version (the keel-predictor runtime serves ONNX image bundles), applies it when
+            # deploy.enabled and a cluster is configured.
+            deployed = deploy_model(bundle=registered.outputs["bundle"], deploy=deploy).set_display_name("deploy")
+            deployed.set_caching_options(enable_caching=False)
+            tasks += [registered, deployed]
         for task in tasks:
             for name, value in (step_env or {}).items():
                 task.set_env_variable(name, value)

@@ -10,17 +10,19 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from keel.components._common.config import EvaluationSection, ModelCardSection, RegistrySection
+from keel.components._common.config import DeploySection, EvaluationSection, ModelCardSection, RegistrySection
 from keel.components._common.vision_config import (
     CompressionSection, DeepModelSection, ImageDataSection, ResourcesSection, TrainingSection,
 )
 
 # Pipeline parameters, in order: each is one config section passed as a dict.
-VISION_SECTIONS = ("data", "model", "training", "evaluation", "compression", "model_card", "registry")
+VISION_SECTIONS = ("data", "model", "training", "evaluation", "compression", "model_card", "registry", "deploy")
+# What the keel-predictor image (keel-serving: onnxruntime, no torch or TensorFlow) can serve.
+PREDICTOR_FORMATS = ("onnx", "onnx_int8", "onnx_int8_static")
 
 
 class VisionConfig(BaseModel):
-    """An image-model pipeline run: ingest images -> train -> compress -> evaluate -> register."""
+    """An image-model pipeline run: ingest images -> train -> compress -> evaluate -> register -> deploy."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -34,6 +36,7 @@ class VisionConfig(BaseModel):
     compression: CompressionSection = Field(default_factory=CompressionSection)
     model_card: ModelCardSection = Field(default_factory=ModelCardSection)
     registry: RegistrySection = Field(default_factory=lambda: RegistrySection(model_name="fashion-mnist"))
+    deploy: DeploySection = Field(default_factory=DeploySection)
     # Compile-time only: the train step's requests/limits and GPU node pool in the IR.
     resources: ResourcesSection = Field(default_factory=ResourcesSection)
 
@@ -48,6 +51,9 @@ class VisionConfig(BaseModel):
         if gpu is not None and dist.launcher == "local" and gpu.count > dist.processes:
             raise ValueError(f"resources.gpu.count is {gpu.count} but training.distributed.processes is {dist.processes}; "
                              "each process drives one GPU, so the others would sit idle")
+        if self.deploy.enabled and (not self.compression.enabled or self.compression.serve not in PREDICTOR_FORMATS):
+            raise ValueError(f"deploy.enabled: the keel-predictor image serves ONNX image models; set compression.serve "
+                             f"to one of {', '.join(PREDICTOR_FORMATS)} (got {self.compression.serve if self.compression.enabled else 'compression off'})")
         if self.training.device == "cuda" and self.resources.gpu is None:
             raise ValueError("training.device cuda needs resources.gpu (else the step lands on a node without one)")
         return self

@@ -42,6 +42,8 @@ def test_vision_pipeline_trains_compresses_evaluates_and_registers(tmp_path, cap
     assert "Compression" in card and "Per-epoch history" in card
     lineage = json.loads(bundle.files["lineage.json"])
     assert set(lineage["artifacts"]) == {"model", "trained_model", "metrics", "train", "validation", "test"}
+    # No cluster here: the InferenceService for the new version is rendered, not applied.
+    assert summary.deployment["action"] == "rendered" and summary.deployment["name"] == "mnist"
     assert len(lineage["history"]) == 2 and lineage["config"]["training"]["epochs"] == 2
     # The evaluation report plots the two epochs the train step logged.
     page = open(summary.outputs["evaluation_report"]["uri"].removeprefix("file://"), encoding="utf-8").read()

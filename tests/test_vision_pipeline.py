@@ -51,7 +51,7 @@ def test_a_cpu_config_asks_for_no_gpu_and_the_config_becomes_the_defaults(tmp_pa
     defaults = ir["root"]["inputDefinitions"]["parameters"]
     assert defaults["training"]["defaultValue"]["epochs"] == 3
     assert defaults["data"]["defaultValue"]["source"] == "fashion-mnist"
-    assert set(defaults) == {"data", "model", "training", "evaluation", "compression", "model_card", "registry"}
+    assert set(defaults) == {"data", "model", "training", "evaluation", "compression", "model_card", "registry", "deploy"}
 
 
 def test_tensorflow_trains_in_its_own_image(tmp_path):
@@ -83,6 +83,7 @@ def test_compiling_a_training_config_also_writes_the_vision_example(tmp_path):
     ({"resources": {"gpu": {"count": 0}}}, "resources.gpu.count"),
     ({"resources": {"gpu": {"tolerations": [{"key": "x", "operator": "Sometimes"}]}}}, "resources.gpu.tolerations.0.operator"),
     ({"training": {"precision": "fp8"}}, "training.precision"),
+    ({"deploy": {"enabled": True}, "compression": {"serve": "torchscript_int8"}}, "deploy.enabled: the keel-predictor image serves ONNX"),
     ({"resources": {"gpu": {"count": 2}}}, "processes is 1; each process drives one GPU"),
     ({"resources": {"gpu": {"count": 2}}, "training": {"batch_size": 256, "distributed": {"processes": 2, "launcher": "pytorchjob"}}},
      "a PyTorchJob replica runs one process on one GPU"),
