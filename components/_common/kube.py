@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from keel.components._common.errors import ConfigError
+from keel.components._common.errors import ConfigError, StorageError
 
 IN_CLUSTER = "in-cluster service account"
 
@@ -45,3 +45,15 @@ def client_configuration(source: str, field: str):
     except ConfigException as err:
         raise ConfigError(f"{field}: cannot load Kubernetes credentials from {source} ({err})") from None
     return configuration
+
+
+def api_refusal(where: str, what: str, status, reason, body, hint: str = "") -> StorageError:
+    """One line for an API server's refusal: status, reason, its own message (from the JSON Status body) and a hint."""
+    import json
+
+    try:
+        message = json.loads(body).get("message", "")
+    except (TypeError, ValueError, AttributeError):
+        message = str(body or "")
+    message = " ".join(str(message).split())[:300]
+    return StorageError(f"{where}: the API server refused to {what} ({status} {reason}): {message}{hint}")

@@ -26,8 +26,7 @@ import numpy as np
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from keel.components._common.errors import DataError
-from keel.components.train_deep.mlp_params import ClassifierOutputs, MLPParams, RegressorOutputs, hidden_sizes
+from keel.components.train_deep.mlp_params import ClassifierOutputs, MLPParams, RegressorOutputs, checked_inputs, hidden_sizes
 
 
 class _KerasMLP(MLPParams):
@@ -51,15 +50,7 @@ class _KerasMLP(MLPParams):
         Raises:
             DataError: features or targets that are not finite numbers.
         """
-        self._validate_params()
-        X, y = validate_data(self, X, y, dtype=np.float32, y_numeric=not isinstance(self, ClassifierMixin))
-        targets, n_outputs = self._targets(y)
-        validation = None
-        if eval_set:
-            if len(eval_set) != 1:
-                raise DataError(f"eval_set: give one (X_val, y_val) pair, got {len(eval_set)}")
-            X_val = validate_data(self, eval_set[0][0], dtype=np.float32, reset=False)
-            validation = (X_val, self._encode(np.asarray(eval_set[0][1])))
+        X, targets, n_outputs, validation = checked_inputs(self, X, y, eval_set)
 
         from keel.components._common import tf_import
         from keel.components.train_deep.keras_models import build_keras_mlp

@@ -44,6 +44,27 @@ class MLPParams(BaseEstimator):
         self.verbose = verbose
 
 
+def checked_inputs(estimator, X, y, eval_set):
+    """Validates the training rows (and eval_set) as sklearn does: (X, targets, n_outputs, validation or None).
+
+    Raises:
+        DataError: more than one eval_set pair, or labels the training rows did not have.
+    """
+    from sklearn.base import ClassifierMixin
+    from sklearn.utils.validation import validate_data
+
+    estimator._validate_params()
+    X, y = validate_data(estimator, X, y, dtype=np.float32, y_numeric=not isinstance(estimator, ClassifierMixin))
+    targets, n_outputs = estimator._targets(y)
+    validation = None
+    if eval_set:
+        if len(eval_set) != 1:
+            raise DataError(f"eval_set: give one (X_val, y_val) pair, got {len(eval_set)}")
+        X_val = validate_data(estimator, eval_set[0][0], dtype=np.float32, reset=False)
+        validation = (X_val, estimator._encode(np.asarray(eval_set[0][1])))
+    return X, targets, n_outputs, validation
+
+
 def hidden_sizes(hidden) -> list[int]:
     """Layer widths as ints; KFP carries config numbers as doubles, so 32.0 counts as 32."""
     sizes = [hidden] if isinstance(hidden, Real) else list(hidden)

@@ -447,14 +447,12 @@ def _refusal(where: str, what: str, err: Exception) -> StorageError:
     if not isinstance(err, ApiException):
         first = (str(err).splitlines() or [""])[0][:300]
         return StorageError(f"{where}: could not {what} ({type(err).__name__}: {first})")
-    try:
-        message = json.loads(err.body).get("message", "")
-    except (TypeError, ValueError, AttributeError):
-        message = str(err.body or "")
+    from keel.components._common.kube import api_refusal
+
     hint = ""
     if err.status == 404 and what == "create it":
         hint = "; is the Kubeflow training operator installed in this cluster?"
     elif err.status == 403:
         hint = ("; the step's service account may not manage pytorchjobs.kubeflow.org here "
                 "(kubectl apply -k manifests/overlays/<env> grants it)")
-    return StorageError(f"{where}: the API server refused to {what} ({err.status} {err.reason}): {_one_line(message)}{hint}")
+    return api_refusal(where, what, err.status, err.reason, err.body, hint)

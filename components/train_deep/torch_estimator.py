@@ -18,12 +18,12 @@ so serving such a bundle needs torch (the keel-torch image).
 from __future__ import annotations
 
 import copy
+
 import numpy as np
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from keel.components._common.errors import DataError
-from keel.components.train_deep.mlp_params import ClassifierOutputs, MLPParams, RegressorOutputs, hidden_sizes
+from keel.components.train_deep.mlp_params import ClassifierOutputs, MLPParams, RegressorOutputs, checked_inputs, hidden_sizes
 
 
 class _TorchMLP(MLPParams):
@@ -46,15 +46,9 @@ class _TorchMLP(MLPParams):
 
         from keel.components.train_deep.models import build_mlp
 
-        self._validate_params()
-        X, y = validate_data(self, X, y, dtype=np.float32, y_numeric=not isinstance(self, ClassifierMixin))
-        targets, n_outputs = self._targets(y)
-        validation = None
-        if eval_set:
-            if len(eval_set) != 1:
-                raise DataError(f"eval_set: give one (X_val, y_val) pair, got {len(eval_set)}")
-            X_val = validate_data(self, eval_set[0][0], dtype=np.float32, reset=False)
-            validation = (torch.from_numpy(X_val), torch.from_numpy(self._encode(np.asarray(eval_set[0][1]))))
+        X, targets, n_outputs, validation = checked_inputs(self, X, y, eval_set)
+        if validation is not None:
+            validation = tuple(torch.from_numpy(part) for part in validation)
         seed = 0 if self.random_state is None else int(self.random_state)
         torch.manual_seed(seed)
         shuffle = torch.Generator().manual_seed(seed)

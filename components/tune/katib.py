@@ -320,21 +320,17 @@ def _api_exception(err: BaseException):
 
 
 def _refusal(where: str, what: str, err: Exception) -> StorageError:
-    import json
-
     api = _api_exception(err)
     if api is None:
         cause = err.__cause__ or err.__context__ or err
         first = (str(cause).splitlines() or [""])[0][:300]
         return StorageError(f"{where}: could not {what} ({type(cause).__name__}: {first})")
-    try:
-        message = json.loads(api.body).get("message", "")
-    except (TypeError, ValueError, AttributeError):
-        message = str(api.body or "")
+    from keel.components._common.kube import api_refusal
+
     hint = ""
     if api.status == 404 and what == "create it":
         hint = "; is Katib installed in this cluster? (or set tune.backend: local)"
     elif api.status == 403:
         hint = "; the credentials in use may not manage experiments.kubeflow.org here"
-    return StorageError(f"{where}: the API server refused to {what} ({api.status} {api.reason}): {message[:300]}{hint}")
+    return api_refusal(where, what, api.status, api.reason, api.body, hint)
 
