@@ -143,48 +143,25 @@ def load_bundle_dir(path: str | Path) -> Bundle:
 
 def _load(where: str, model_name: str, version: int, manifest: dict, files: dict[str, bytes]) -> Bundle:
     modality = _json(where, INFO_FILE, files).get("modality") if INFO_FILE in files else None
-    if modality == IMAGE_MODALITY:
-        return _load_image(where, model_name, version, manifest, files)
-    if modality not in (None, "tabular"):
+    if modality not in (None, "tabular", IMAGE_MODALITY):
         raise DataError(f"{where}/{INFO_FILE}: modality {modality!r} cannot be served; this predictor serves {', '.join(MODALITIES)}")
-    for name in BUNDLE_FILES:
+    image = modality == IMAGE_MODALITY
+    for name in IMAGE_BUNDLE_FILES if image else BUNDLE_FILES:
         if name not in files:
-            raise DataError(f"{where}: is not a Keel model bundle (no {name}); publish it with register_model")
+            kind = "image model bundle" if image else "model bundle"
+            raise DataError(f"{where}: is not a Keel {kind} (no {name}); publish it with register_model")
     info = _json(where, INFO_FILE, files)
     lineage = _json(where, LINEAGE_FILE, files)
-    model = unpickle_model(where, files[MODEL_FILE], lineage.get("code_version", "unknown"))
-    return Bundle(
-        model=model,
-        schema=_json(where, SCHEMA_FILE, files),
-        metrics=_json(where, METRICS_FILE, files),
-        lineage=lineage,
-        manifest=manifest,
-        info=info,
-        version=version,
-        uri=where,
-        model_name=model_name,
-        files=files,
-    )
-
-
-def _load_image(where: str, model_name: str, version: int, manifest: dict, files: dict[str, bytes]) -> Bundle:
-    for name in IMAGE_BUNDLE_FILES:
-        if name not in files:
-            raise DataError(f"{where}: is not a Keel image model bundle (no {name}); publish it with register_model")
-    info = _json(where, INFO_FILE, files)
-    image_model_files(where, info, files)  # the serving file is there and model.json agrees with bundle.json
-    return Bundle(
-        model=None,
-        schema={},
-        metrics=_json(where, METRICS_FILE, files),
-        lineage=_json(where, LINEAGE_FILE, files),
-        manifest=manifest,
-        info=info,
-        version=version,
-        uri=where,
-        model_name=model_name,
-        files=files,
-    )
+    if image:
+        # An image model is loaded by its runtime when served; here: the serving file is there
+        # and model.json agrees with bundle.json.
+        image_model_files(where, info, files)
+        model, schema = None, {}
+    else:
+        model = unpickle_model(where, files[MODEL_FILE], lineage.get("code_version", "unknown"))
+        schema = _json(where, SCHEMA_FILE, files)
+    return Bundle(model=model, schema=schema, metrics=_json(where, METRICS_FILE, files), lineage=lineage,
+                  manifest=manifest, info=info, version=version, uri=where, model_name=model_name, files=files)
 
 
 def image_model_files(where: str, info: dict, files: dict[str, bytes]) -> tuple[str, dict, dict[str, bytes]]:

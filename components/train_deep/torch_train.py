@@ -72,11 +72,9 @@ def _rank_world() -> tuple[int, int]:
 
 # -- data ------------------------------------------------------------------------------------------------
 
-def _as_tensors(images: image_data.ImageSet, device: torch.device, pin: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _as_tensors(images: image_data.ImageSet, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.from_numpy(images.images).permute(0, 3, 1, 2).contiguous()  # uint8 NCHW
     y = torch.from_numpy(images.labels)
-    if pin:
-        x, y = x.pin_memory(), y.pin_memory()
     return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
@@ -235,10 +233,9 @@ def train_image(spec: TrainSpec) -> dict:
         model = model.to(memory_format=torch.channels_last)
 
     on_device = spec.loader == "tensor"
-    x_train, y_train = _as_tensors(train, device if on_device else torch.device("cpu"), pin=False)
-    x_val, y_val = _as_tensors(validation, device if on_device else torch.device("cpu"), pin=False)
-    if not on_device and device.type == "cuda":
-        x_train, y_train = x_train.pin_memory(), y_train.pin_memory()
+    # The dataloader path keeps the set on the CPU; its DataLoader pins each batch it hands over.
+    x_train, y_train = _as_tensors(train, device if on_device else torch.device("cpu"))
+    x_val, y_val = _as_tensors(validation, device if on_device else torch.device("cpu"))
 
     decay, no_decay = [], []
     for name, p in model.named_parameters():
