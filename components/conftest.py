@@ -10,6 +10,8 @@ from keel.components._common.tf_import import load_triton_first
 load_triton_first()
 
 from keel.components._common.testing import kube_api, one_thread, s3_server, s3_store  # noqa: F401 (fixtures)
+from keel.components._common.testing_mongo import mongo_auth_server, mongo_server  # noqa: F401 (fixtures)
+from keel.components._common.testing_postgres import pg, postgres_server  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(scope="session")

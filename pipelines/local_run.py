@@ -261,7 +261,7 @@ def run_checked(cfg: TrainingConfig, *, runner: str = "local", verbose: bool = F
     pre-flight reads the data; `on_checked(frame)` is called between the two.
     """
     from keel.components._common.tables import content_hash
-    from keel.pipelines.preflight import preflight
+    from keel.pipelines.preflight import preflight_pinned
     from keel.pipelines.warm_start import StepServer
 
     if runner == "docker":  # no container API: say so before reading the data
@@ -282,7 +282,7 @@ def run_checked(cfg: TrainingConfig, *, runner: str = "local", verbose: bool = F
     warm_start = (warm_start_enabled() if warm_start is None else warm_start) and runner == "local"
     server = StepServer().start() if warm_start else None
     try:
-        frame = preflight(cfg)
+        frame, cfg = preflight_pinned(cfg)
         if on_checked:
             on_checked(frame)
     except BaseException:

@@ -44,10 +44,32 @@ def check_columns(cfg: TrainingConfig, frame: pd.DataFrame) -> None:
 
 
 def preflight(cfg: TrainingConfig) -> pd.DataFrame:
-    """Runs every check the CLI can do up front; returns the loaded table."""
+    """Runs every check the CLI can do up front; returns the loaded table (nothing is stored)."""
     from keel.components.ingest.ingest import load
 
     check_config(cfg)
-    frame = load(cfg.data, cfg.target)
+    frame = load(cfg.data, cfg.target, store=cfg.registry.store if cfg.data.version else None)
     check_columns(cfg, frame)
     return frame
+
+
+def preflight_pinned(cfg: TrainingConfig) -> tuple[pd.DataFrame, TrainingConfig]:
+    """Pre-flight for a run: the source is read once, stored as a dataset version, and the run pinned to it.
+
+    The ingest step then loads that version instead of reading the source a
+    second time, so the step trains on exactly the rows these checks passed
+    (a table can change between two reads) and a database is queried once.
+    """
+    from keel.components.ingest.ingest import load_dataset, prepare
+
+    check_config(cfg)
+    checked = {}
+
+    def check(raw):
+        checked["frame"] = prepare(raw, cfg.data, cfg.target)
+        check_columns(cfg, checked["frame"])
+
+    _, record = load_dataset(cfg.data, cfg.registry.store, check=check)
+    frame = checked["frame"]
+    pinned = cfg.model_copy(update={"data": cfg.data.model_copy(update={"version": record["version"], "name": record["name"]})})
+    return frame, pinned

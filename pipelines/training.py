@@ -62,7 +62,7 @@ def build_training_pipeline(*, tune: bool = False, ingest_cache_key: str | None 
     """
 
     def steps(data, target, validation, clean, split, features, model, evaluation, model_card, registry, deploy, tune=None):
-        ingest = ingest_data(data=data, target=target).set_display_name("ingest")
+        ingest = ingest_data(data=data, target=target, registry=registry).set_display_name("ingest")
         if ingest_cache_key:
             ingest.set_caching_options(enable_caching=True, cache_key=ingest_cache_key)
         else:  # a changed table at the same URI must never be served from the cache

@@ -7,3 +7,5 @@ from keel.components._common.tf_import import load_triton_first
 load_triton_first()
 
 from keel.components._common.testing import s3_server, s3_store  # noqa: F401 (fixtures)
+from keel.components._common.testing_mongo import mongo_auth_server, mongo_server  # noqa: F401 (fixtures)
+from keel.components._common.testing_postgres import pg, postgres_server  # noqa: F401 (fixtures)

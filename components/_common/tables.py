@@ -9,7 +9,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import os
+import tempfile
 import urllib.parse
 from pathlib import Path
 from typing import Callable
@@ -146,13 +148,181 @@ def to_arrow(frame: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(frame, preserve_index=False)
 
 
+class ArrowHasher:
+    """sha256 of an Arrow table's data, the same however its rows arrive in batches.
+
+    The rows are re-cut into batches of `ROWS` and written as one Arrow IPC
+    stream into the digest, with schema metadata dropped: same columns,
+    types and values give the same hash, whether the table came whole from
+    pandas or in 4 MB batches from a Postgres COPY.
+    """
+
+    ROWS = 65_536
+
+    def __init__(self, schema: pa.Schema):
+        self.schema = plain_schema(schema)
+        self._digest = hashlib.sha256()
+        self._pending: list[pa.RecordBatch] = []
+        self._rows = 0
+        self._writer = pa.ipc.new_stream(_DigestSink(self._digest), self.schema)
+
+    def update(self, batch: pa.RecordBatch) -> None:
+        self._pending.append(pa.RecordBatch.from_arrays(batch.columns, schema=self.schema))
+        self._rows += batch.num_rows
+        while self._rows >= self.ROWS:
+            self._emit(self.ROWS)
+
+    def _emit(self, rows: int) -> None:
+        table = pa.Table.from_batches(self._pending, schema=self.schema)
+        head = table.slice(0, rows)
+        # A fresh concatenation, never a slice: IPC writes a sliced array's
+        # validity bitmap with whatever bits lay past its end, so the bytes
+        # (and the hash) would depend on how the rows were batched.
+        columns = [pa.concat_arrays([pa.array([], f.type), *head.column(i).chunks]) for i, f in enumerate(self.schema)]
+        self._writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=self.schema))
+        rest = table.slice(rows)
+        self._pending = rest.to_batches() if rest.num_rows else []
+        self._rows -= rows
+
+    def hexdigest(self) -> str:
+        """`sha256:<hex>`; call once, after the last batch."""
+        if self._rows:
+            self._emit(self._rows)
+        self._writer.close()
+        return "sha256:" + self._digest.hexdigest()
+
+
+class _DigestSink:
+    """A write-only file object that feeds what pyarrow writes into a hash."""
+
+    closed = False
+
+    def __init__(self, digest):
+        self._digest = digest
+
+    def write(self, data) -> int:
+        self._digest.update(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def plain_schema(schema: pa.Schema) -> pa.Schema:
+    """The schema without table or field metadata (pandas' index info, a driver's type tags)."""
+    return pa.schema([pa.field(f.name, f.type, f.nullable) for f in schema])
+
+
+def arrow_hash(table: pa.Table) -> str:
+    hasher = ArrowHasher(table.schema)
+    for batch in table.to_batches():
+        hasher.update(batch)
+    return hasher.hexdigest()
+
+
 def content_hash(frame: pd.DataFrame) -> str:
-    """sha256 of the table's Arrow IPC stream: same data and schema, same hash."""
-    sink = pa.BufferOutputStream()
-    table = to_arrow(frame).replace_schema_metadata(None)
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return "sha256:" + hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+    """sha256 of the table's Arrow data (ArrowHasher): same data and schema, same hash."""
+    return arrow_hash(to_arrow(frame))
+
+
+def write_batches(batches, uri: str, *, label: str | None = None) -> dict:
+    """Streams record batches into a Parquet file at `uri` (atomically); returns the dataset's metadata.
+
+    Memory stays at about one batch: each is written and hashed as it comes.
+    The file is built in a temporary file and only then moved (locally) or
+    uploaded (S3) into place, so a reader never sees a partial dataset.
+
+    Raises:
+        DataError: no batches, or a batch whose schema differs from the first.
+    """
+    label = label or uri
+    batches = _prefetched(batches)
+    first = next(batches, None)
+    if first is None:
+        raise DataError(f"{label}: returned no rows; check the table, query or filter")
+    schema = plain_schema(first.schema)
+    hasher = ArrowHasher(schema)
+    directory = None if storage.is_s3(uri) else Path(uri).parent
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".keel-", suffix=".parquet.tmp")
+    os.close(fd)
+    rows = 0
+    try:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            for index, batch in enumerate(itertools.chain([first], batches)):
+                if batch.schema.names != schema.names or batch.schema.types != schema.types:
+                    raise DataError(f"{label}: batch {index} has schema {plain_schema(batch.schema)}, not {schema}")
+                batch = pa.RecordBatch.from_arrays(batch.columns, schema=schema)
+                writer.write_batch(batch)
+                hasher.update(batch)
+                rows += batch.num_rows
+        if rows == 0:
+            raise DataError(f"{label}: returned no rows; check the table, query or filter")
+        _publish(tmp, uri)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return {
+        "rows": rows,
+        "columns": len(schema),
+        "schema": {c: str(t) for c, t in schema.empty_table().to_pandas().dtypes.items()},
+        "content_hash": hasher.hexdigest(),
+    }
+
+
+def _prefetched(batches, depth: int = 2):
+    """Iterates `batches` in a background thread, `depth` ahead.
+
+    Reading (a database decoding rows, a socket) then overlaps with writing
+    and hashing in the caller: pyarrow and hashlib release the GIL, so on the
+    1M-row Postgres ingest this takes the time from 5.5 s to the slower of
+    the two sides (README, Benchmarks). An error in the source is re-raised
+    in the caller; a caller that stops early stops the thread.
+    """
+    import queue
+    import threading
+
+    done, items = object(), queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    try:
+                        items.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put(done)
+        except BaseException as err:  # handed to the consumer, which raises it
+            items.put(err)
+
+    thread = threading.Thread(target=produce, name="keel-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
+def _publish(tmp: str, uri: str) -> None:
+    """Moves a finished local file into place: a rename locally, an atomic upload to S3."""
+    if storage.is_s3(uri):
+        storage.upload_file(tmp, uri)
+        return
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, uri)
 
 
 def write_parquet(frame: pd.DataFrame, path: str) -> dict:

