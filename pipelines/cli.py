@@ -104,6 +104,7 @@ def _add_override_flags(sub: argparse.ArgumentParser) -> None:
     group.add_argument("--param", metavar="VALUE", action="append", default=None, help="data.params: a --query parameter, bound by the driver (repeatable, in order)")
     group.add_argument("--collection", metavar="NAME", help="data.collection: the MongoDB collection to read")
     group.add_argument("--filter", metavar="JSON", help="data.filter: a MongoDB find() filter, as JSON")
+    group.add_argument("--execution-date", metavar="DATE", help="backfill configs: the run's logical date (YYYY-MM-DD)")
     group.add_argument("--data-version", metavar="VERSION", help="data.version: train on this stored dataset version (`keel data list`) instead of reading the source")
     group.add_argument("--target", metavar="COLUMN", help="column to predict")
     group.add_argument("--task", choices=["binary", "multiclass", "regression"], help="inferred from the target when omitted")
@@ -114,6 +115,8 @@ def _add_override_flags(sub: argparse.ArgumentParser) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict:
+    if getattr(args, "execution_date", None) is not None:
+        raise KeelError("--execution-date: applies to backfill configs (pipeline: backfill) only")
     pairs = {"target.task": args.task, "model.family": args.family, "registry.store": args.store, "data.sample_rows": args.sample_rows}
     return {k: v for k, v in pairs.items() if v is not None}
 
@@ -154,6 +157,8 @@ def resolve_config(args: argparse.Namespace):
         cfg = load_config(args.config or DEFAULT_CONFIG)
         if cfg.pipeline_name == "vision":
             return _vision_overrides(cfg, args)
+        if cfg.pipeline_name == "backfill":
+            return _backfill_overrides(cfg, args)
         extra = {f"data.{k}": v for k, v in source_keys.items()}
         if args.data:
             extra["data.source"] = args.data
@@ -163,6 +168,19 @@ def resolve_config(args: argparse.Namespace):
             extra["data.drop_columns"] = sorted(set(cfg.data.drop_columns) | set(args.drop))
         cfg = with_overrides(cfg, extra) if extra else cfg
     overrides = _overrides(args)
+    return with_overrides(cfg, overrides) if overrides else cfg
+
+
+def _backfill_overrides(cfg, args: argparse.Namespace):
+    """A backfill config takes --store and --execution-date; the training flags are refused."""
+    from keel.pipelines.config import with_overrides
+
+    refused = [flag for flag, value in (("--data", args.data), ("--target", args.target), ("--drop", args.drop),
+                                        ("--task", args.task), ("--family", args.family), ("--sample-rows", args.sample_rows),
+                                        ("--data-version", args.data_version)) if value]
+    if refused:
+        raise KeelError(f"{', '.join(refused)}: do not apply to a backfill config; edit its data/backfill sections")
+    overrides = {k: v for k, v in (("registry.store", args.store), ("execution_date", args.execution_date)) if v is not None}
     return with_overrides(cfg, overrides) if overrides else cfg
 
 
@@ -192,6 +210,13 @@ def cmd_check(args) -> int:
         print(f"ok: {cfg.name}: {sum(len(s) for s in sets.values()):,} images of {'x'.join(map(str, first.shape))} "
               f"in {len(first.classes)} classes from {cfg.data.source}; model {cfg.model.framework} {cfg.model.architecture}")
         return 0
+    if cfg.pipeline_name == "backfill":
+        from keel.pipelines.backfill_run import preflight_backfill
+
+        partitions = preflight_backfill(cfg)
+        print(f"ok: {cfg.name}: {len(partitions)} {cfg.backfill.partition} partition(s) {partitions[0]['key']} .. "
+              f"{partitions[-1]['key']} of {cfg.data.dataset_name()} ({cfg.backfill.date_column}); source answers")
+        return 0
     frame = preflight(cfg)
     print(f"ok: {cfg.name}: {len(frame):,} rows x {frame.shape[1]} columns from {cfg.data.source}; "
           f"target {cfg.target.column!r} ({cfg.target.task}); model {cfg.model.family}")
@@ -206,6 +231,10 @@ def cmd_run(args) -> int:
     started = time.perf_counter()
 
     def announce(frame):
+        if isinstance(frame, list):  # a backfill's planned partitions
+            print(f"keel: {cfg.name}: {len(frame)} {cfg.backfill.partition} partition(s) {frame[0]['key']} .. {frame[-1]['key']} "
+                  f"from {cfg.data.source}; running the backfill pipeline ({args.runner} runner)", flush=True)
+            return
         if frame is None:  # the vision pipeline reads images, not a table
             print(f"keel: {cfg.name}: images from {cfg.data.source}; training a {cfg.model.framework} "
                   f"{cfg.model.architecture} ({args.runner} runner)", flush=True)
@@ -215,6 +244,11 @@ def cmd_run(args) -> int:
 
     summary = run_checked(cfg, runner=args.runner, verbose=args.verbose, warm_start=None if args.warm_start else False,
                           cache=args.cache, on_checked=announce)  # None: KEEL_WARM_START decides
+    if cfg.pipeline_name == "backfill":
+        from keel.pipelines.backfill_run import summary_lines
+
+        print("\n".join(summary_lines(cfg, cfg.partitions, time.perf_counter() - started, summary.run_dir)))
+        return 0
     print_summary(cfg, summary, time.perf_counter() - started)
     return 0 if summary.passed else EXIT_GATE_FAILED
 

@@ -71,7 +71,7 @@ class TrainingConfig(BaseModel):
         return {name: getattr(self, name).model_dump(mode="json", exclude_none=True) for name in names}
 
 
-PIPELINE_KINDS = ("training", "vision")
+PIPELINE_KINDS = ("training", "vision", "backfill")
 
 
 def parse_config(raw: Any, source: str = "config"):
@@ -86,6 +86,10 @@ def parse_config(raw: Any, source: str = "config"):
         from keel.pipelines.vision_config import VisionConfig
 
         model = VisionConfig
+    elif kind == "backfill":
+        from keel.pipelines.backfill_config import BackfillConfig
+
+        model = BackfillConfig
     raw = {k: v for k, v in raw.items() if not (k == "pipeline" and kind == "training")}
     try:
         return model.model_validate(raw)

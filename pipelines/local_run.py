@@ -47,11 +47,15 @@ def steps_for(cfg: TrainingConfig) -> tuple[str, ...]:
     """The steps a config runs: the tuned pipeline adds the search after the features step."""
     if cfg.pipeline_name == "vision":
         return VISION_STEPS
+    if cfg.pipeline_name == "backfill":
+        from keel.pipelines.backfill_run import PARTITION_STEPS
+
+        return ("plan-partitions", *PARTITION_STEPS)
     return ALL_STEPS if cfg.tune is not None else STEPS
 
 
 def _gated(cfg) -> tuple[str, ...]:
-    return VISION_GATED_STEPS if cfg.pipeline_name == "vision" else GATED_STEPS
+    return {"vision": VISION_GATED_STEPS, "backfill": ()}.get(cfg.pipeline_name, GATED_STEPS)
 
 
 def _step_order(path: Path) -> int:
@@ -279,6 +283,16 @@ def run_checked(cfg: TrainingConfig, *, runner: str = "local", verbose: bool = F
             on_checked(None)
         # Steps import torch in a few seconds; the warm-start server's fork model is built for the tabular stack.
         return run_local(cfg, runner=runner, verbose=verbose, warm_start=False, cache=cache)
+    if cfg.pipeline_name == "backfill":
+        from keel.pipelines.backfill_run import preflight_backfill
+
+        if runner != "local":
+            raise KeelError("--runner docker: the backfill pipeline runs with --runner local")
+        cfg.partitions = preflight_backfill(cfg)
+        if on_checked:
+            on_checked(cfg.partitions)
+        # Partitions are independent steps of a few seconds each; forks of the training stack buy little here.
+        return run_local(cfg, runner=runner, verbose=verbose, warm_start=False, cache=cache)
     warm_start = (warm_start_enabled() if warm_start is None else warm_start) and runner == "local"
     server = StepServer().start() if warm_start else None
     try:
@@ -318,6 +332,10 @@ def _run(cfg: TrainingConfig, *, runner, pipeline_root, verbose, step_server, ca
         key = vision_ingest_cache_key(cfg, step_env["KEEL_SOURCE_HASH"]) if cache else None
         pipeline = build_vision_pipeline(None, cfg.model.framework, step_env=step_env, ingest_cache_key=key)
         name = VISION_PIPELINE_NAME
+    elif cfg.pipeline_name == "backfill":
+        from keel.pipelines.backfill import BACKFILL_PIPELINE_NAME, build_backfill_pipeline
+
+        pipeline, name = build_backfill_pipeline(cfg.backfill.parallelism, step_env=step_env), BACKFILL_PIPELINE_NAME
     else:
         pipeline = build_training_pipeline(
             tune=cfg.tune is not None,
@@ -326,7 +344,12 @@ def _run(cfg: TrainingConfig, *, runner, pipeline_root, verbose, step_server, ca
         )
         name = PIPELINE_NAME
     log_path = root / f".keel-run-{os.getpid()}.log"
-    progress = ProgressLog(log_path, sys.stdout, total_steps=len(steps_for(cfg)), gated=_gated(cfg))
+    total = len(steps_for(cfg))
+    if cfg.pipeline_name == "backfill":
+        from keel.pipelines.backfill_run import step_count
+
+        total = step_count(len(cfg.partitions))
+    progress = ProgressLog(log_path, sys.stdout, total_steps=total, gated=_gated(cfg))
     with resources, _kfp_output_to(progress, verbose) as stack:
         if runner == "local":
             stack.enter_context(_subprocess_runs_keel_steps())
@@ -345,7 +368,8 @@ def _run(cfg: TrainingConfig, *, runner, pipeline_root, verbose, step_server, ca
     summary.outputs = {name: _plain(value) for name, value in (task.outputs or {}).items()}
     skipped = set(_gated(cfg)) if summary.passed is False else set()
     if summary.outputs:  # a finished run: steps with no directory here came from the cache
-        summary.cached = [s for s in steps_for(cfg) if s not in summary.steps and s not in skipped]
+        ran = {name.rsplit("/", 1)[-1] for name in summary.steps}  # a ParallelFor step is "<iteration>/<step>"
+        summary.cached = [s for s in steps_for(cfg) if s not in ran and s not in skipped]
     failed = [s.name for s in summary.steps.values() if s.status != "SUCCESS"]
     if failed:
         cause = progress.step_errors[-1] if progress.step_errors else "see the log"
@@ -439,15 +463,27 @@ def _plain(value):
 def collect(run_dir: Path) -> RunSummary:
     """Reads every step's executor_output.json in a kfp.local run directory."""
     steps: dict[str, StepResult] = {}
-    for step_dir in sorted((p for p in run_dir.iterdir() if p.is_dir()), key=_step_order):
+    for step_dir in _step_dirs(run_dir):
+        name = step_dir.relative_to(run_dir).as_posix()
         output_file = step_dir / "executor_output.json"
         if not output_file.exists():
-            steps[step_dir.name] = StepResult(step_dir.name, "FAILURE", {})
+            steps[name] = StepResult(name, "FAILURE", {})
             continue
         payload = json.loads(output_file.read_text())
         outputs: dict = dict(payload.get("parameterValues", {}))
         for name, group in payload.get("artifacts", {}).items():
             first = group["artifacts"][0]
             outputs[name] = {"uri": first.get("uri", ""), "metadata": first.get("metadata", {})}
-        steps[step_dir.name] = StepResult(step_dir.name, "SUCCESS", outputs)
+        steps[name] = StepResult(name, "SUCCESS", outputs)
     return RunSummary(run_dir=run_dir, steps=steps)
+
+
+def _step_dirs(run_dir: Path) -> list[Path]:
+    """Every step's directory; a ParallelFor's iterations (`for-loop-1-iteration-0/`) hold theirs one level down."""
+    found = []
+    for path in sorted((p for p in run_dir.iterdir() if p.is_dir()), key=_step_order):
+        if path.name.startswith("for-loop-") and not (path / "executor_output.json").exists():
+            found += sorted((p for p in path.iterdir() if p.is_dir()), key=_step_order)
+        else:
+            found.append(path)
+    return found

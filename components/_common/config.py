@@ -341,3 +341,37 @@ class TuneSection(Section):
         if self.parallel_trials > self.max_trials:
             raise ValueError(f"parallel_trials ({self.parallel_trials}) is more than max_trials ({self.max_trials})")
         return self
+
+
+class WriteBackSection(Section):
+    """Writing each cleaned partition into a Postgres table (COPY), replacing that partition's rows."""
+
+    table: str = Field(description="Target table (name or schema.name); created on the first write")
+    uri: str | None = Field(None, description="postgresql://user@host:port/db (default: data.source); password from PGPASSWORD")
+    partition_column: str = Field("partition_key", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$",
+                                  description="Column added to every row with its partition's key; a rerun deletes by it")
+
+
+class BackfillSection(Section):
+    """A date range cut into partitions, each ingested, validated, cleaned and written on its own.
+
+    Without `start_date`/`end_date` the range is the one partition holding
+    the run's `execution_date` (a scheduled incremental run).
+    """
+
+    date_column: str = Field(description="The source column whose date places a row in a partition")
+    start_date: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}$", description="First day (inclusive), YYYY-MM-DD")
+    end_date: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}$", description="Last day (inclusive), YYYY-MM-DD")
+    partition: Literal["day", "week", "month"] = "day"
+    output: str | None = Field(None, description="Where partitions go (default: {registry.store}/backfill/{dataset name})")
+    parallelism: int = Field(4, ge=1, le=64, description="Partitions processed at once on a cluster (ParallelFor)")
+    max_partitions: int = Field(400, ge=1, description="Refuse a range cut into more partitions than this (a typo guard)")
+    write_back: WriteBackSection | None = None
+
+    @model_validator(mode="after")
+    def _check_range(self):
+        if (self.start_date is None) != (self.end_date is None):
+            raise ValueError("backfill.start_date and backfill.end_date go together (or neither: the execution date's partition)")
+        if self.start_date and self.start_date > self.end_date:
+            raise ValueError(f"backfill.start_date {self.start_date} is after backfill.end_date {self.end_date}")
+        return self

@@ -34,6 +34,9 @@ TENSORFLOW_IMAGE = image("tensorflow")
 # needs no kfp_config.ini and no working directory of its own.
 COMPONENT_MODULES = {
     "ingest_data": "keel.components.ingest.component",
+    "plan_partitions": "keel.components.backfill.component",
+    "ingest_partition": "keel.components.backfill.component",
+    "publish_partition": "keel.components.backfill.component",
     "profile_data": "keel.components.profile.component",
     "validate_data": "keel.components.validate.component",
     "clean_data": "keel.components.clean.component",
@@ -56,6 +59,10 @@ COMPONENT_MODULES = {
 # component name -> image; tests check every component is listed.
 COMPONENT_IMAGES = {
     "ingest_data": BASE_IMAGE,
+    # The backfill pipeline: Postgres (ADBC, psycopg) and the storage layer, all in the base image.
+    "plan_partitions": BASE_IMAGE,
+    "ingest_partition": BASE_IMAGE,
+    "publish_partition": BASE_IMAGE,
     "profile_data": BASE_IMAGE,
     "validate_data": BASE_IMAGE,
     "clean_data": BASE_IMAGE,

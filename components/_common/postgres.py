@@ -82,14 +82,23 @@ def connection_uri(uri: str, *, timeout_s: float = CONNECT_TIMEOUT_S) -> str:
     query = dict(urllib.parse.parse_qsl(parsed.query))
     query.setdefault("connect_timeout", str(max(1, int(timeout_s))))
     query.setdefault("application_name", "keel")
-    return urllib.parse.urlunsplit(parsed._replace(query=urllib.parse.urlencode(query)))
+    # Dates compare with timestamptz columns at midnight of the session's zone: make that UTC everywhere.
+    query.setdefault("options", "-c TimeZone=UTC")
+    # quote, not quote_plus: libpq decodes %20 but keeps a "+" literally.
+    return urllib.parse.urlunsplit(parsed._replace(query=urllib.parse.urlencode(query, quote_via=urllib.parse.quote)))
 
 
 def table_query(table: str) -> str:
     """`SELECT * FROM "schema"."table"`, with the name checked and quoted as an identifier."""
-    if not _IDENTIFIER.match(table or ""):
-        raise ConfigError(f"data.table: {table!r} is not a table name (name or schema.name: letters, digits, _)")
-    return "SELECT * FROM " + ".".join(f'"{part}"' for part in table.split("."))
+    return "SELECT * FROM " + quote_identifier(table, "data.table", dotted=True)
+
+
+def quote_identifier(name: str, field: str, *, dotted: bool = False) -> str:
+    """`"name"` (or `"schema"."name"`), after checking it is a plain identifier: names cannot be bound as parameters."""
+    if not _IDENTIFIER.match(name or "") or (not dotted and "." in name):
+        kind = "name or schema.name" if dotted else "a plain column name"
+        raise ConfigError(f"{field}: {name!r} is not {kind} (letters, digits, _ and $)")
+    return ".".join(f'"{part}"' for part in name.split("."))
 
 
 def bind(query: str, params: list | dict | None) -> str:
@@ -226,11 +235,9 @@ def write_partition(uri: str, table: str, data: pa.Table, *, partition_column: s
     """
     import adbc_driver_manager
 
-    table_query(table)  # validates the name
-    quoted = ".".join(f'"{part}"' for part in table.split("."))
+    quoted = quote_identifier(table, "write_back.table", dotted=True)
     if partition_column is not None:
-        if not _IDENTIFIER.match(partition_column) or "." in partition_column:
-            raise ConfigError(f"write-back to {table}: partition column {partition_column!r} is not a plain column name")
+        column = quote_identifier(partition_column, "write_back.partition_column")
         if partition_column not in data.column_names:
             raise DataError(f"write-back to {table}: partition column {partition_column!r} is not in the data "
                             f"(columns: {', '.join(data.column_names)})")
@@ -255,7 +262,7 @@ def write_partition(uri: str, table: str, data: pa.Table, *, partition_column: s
                     if partition_column is None:
                         cursor.execute(f"WITH gone AS (DELETE FROM {quoted} RETURNING 1) SELECT count(*) FROM gone")
                     else:
-                        cursor.execute(f'WITH gone AS (DELETE FROM {quoted} WHERE "{partition_column}" = $1 RETURNING 1) '
+                        cursor.execute(f"WITH gone AS (DELETE FROM {quoted} WHERE {column} = $1 RETURNING 1) "
                                        "SELECT count(*) FROM gone", parameters=(partition_value,))
                     deleted = int(cursor.fetchone()[0])
             else:
@@ -265,6 +272,11 @@ def write_partition(uri: str, table: str, data: pa.Table, *, partition_column: s
             conn.commit()
         except adbc_driver_manager.Error as err:
             conn.rollback()
+            if existing is not None and str(getattr(err, "sqlstate", "") or "").startswith(("22", "42804")):
+                # A binary COPY of the wrong type fails deep in the row; say which types disagree.
+                pairs = ", ".join(f"{c} {existing[c]} <- {data.schema.field(c).type}" for c in existing)
+                raise DataError(f"write-back to {table}: the data's column types do not fit the table's ({pairs}); "
+                                "migrate the table or write to a new one") from None
             raise _driver_error(uri, err, f"write-back to {table}") from None
     return {"table": table, "rows_written": int(written if written is not None and written >= 0 else data.num_rows),
             "rows_replaced": deleted, "partition": {partition_column: partition_value} if partition_column else None}
