@@ -29,12 +29,31 @@ def compile_vision(out_dir: str | Path, cfg) -> Path:
     return path
 
 
+# The backfill pipeline's defaults when the config given is not a backfill one.
+BACKFILL_EXAMPLE = CONFIG_DIR / "flights-backfill.yaml"
+
+
+def compile_backfill(out_dir: str | Path, cfg) -> Path:
+    """Writes `<out_dir>/backfill.yaml` with the config's values as defaults and its parallelism in the IR."""
+    from kfp import compiler
+
+    from keel.pipelines.backfill import build_backfill_pipeline
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path, tmp = out / "backfill.yaml", out / ".backfill.tmp.yaml"
+    compiler.Compiler().compile(build_backfill_pipeline(cfg.backfill.parallelism), str(tmp), pipeline_parameters=cfg.pipeline_arguments())
+    tmp.replace(path)
+    return path
+
+
 def compile_pipelines(out_dir: str | Path, cfg: TrainingConfig | None = None) -> list[Path]:
     """Writes `<out_dir>/<pipeline>.yaml` for each pipeline, with `cfg` as its parameter defaults.
 
     A vision config compiles the vision pipeline only (its resources are part
-    of the IR); a training config compiles the training pipelines and the
-    vision pipeline of the Fashion-MNIST example.
+    of the IR), a backfill config the backfill pipeline only; a training
+    config compiles the training pipelines, the vision pipeline of the
+    Fashion-MNIST example and the backfill pipeline of the flights example.
     """
     from kfp import compiler
 
@@ -43,6 +62,8 @@ def compile_pipelines(out_dir: str | Path, cfg: TrainingConfig | None = None) ->
     cfg = cfg or load_config(DEFAULT_CONFIG)
     if cfg.pipeline_name == "vision":
         return [compile_vision(out_dir, cfg)]
+    if cfg.pipeline_name == "backfill":
+        return [compile_backfill(out_dir, cfg)]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -57,4 +78,5 @@ def compile_pipelines(out_dir: str | Path, cfg: TrainingConfig | None = None) ->
         tmp.replace(path)
         written.append(path)
     written.append(compile_vision(out, load_config(VISION_EXAMPLE)))
+    written.append(compile_backfill(out, load_config(BACKFILL_EXAMPLE)))
     return written

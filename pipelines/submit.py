@@ -142,7 +142,7 @@ def compile_config_pipeline(cfg, out_dir: str | Path) -> Compiled:
     path = {p.stem: p for p in compile_pipelines(out_dir, cfg)}[cfg.pipeline_name]
     # kfp's header comment lists the parameter defaults in hash-seed order, so one config compiles to different
     # bytes in two processes: the version name hashes the parsed document, identical whenever the pipeline is.
-    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    doc = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))  # the platform spec (Secrets, node pools) is a second document
     digest = hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     return Compiled(cfg.pipeline_name, path, digest)
 

@@ -26,6 +26,7 @@ from keel.components.split.component import split_data
 from keel.components.train.component import train_model
 from keel.components.tune.component import tune_hyperparameters
 from keel.components.validate.component import validate_data
+from keel.pipelines import credentials
 
 PIPELINE_NAME = "keel-training"
 TUNED_PIPELINE_NAME = "keel-training-tuned"
@@ -129,6 +130,8 @@ def build_training_pipeline(*, tune: bool = False, ingest_cache_key: str | None 
             deployed = deploy_model(bundle=register.outputs["bundle"], deploy=deploy).set_display_name("deploy")
             deployed.set_caching_options(enable_caching=False)  # applying is a side effect
         for task in tasks + [trained, evaluated, card, register, deployed]:
+            # S3 keys for every step (any may use an s3:// store); database passwords for ingest only.
+            credentials.mount(task, source=task is ingest)
             for name, value in (step_env or {}).items():
                 task.set_env_variable(name, value)
         return TrainingOutputs(

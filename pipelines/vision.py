@@ -23,6 +23,7 @@ from keel.components.evaluate_images.component import evaluate_image_model
 from keel.components.ingest_images.component import ingest_images
 from keel.components.register.image_component import register_image_model
 from keel.components.train_deep.component import train_image_model
+from keel.pipelines import credentials
 
 VISION_PIPELINE_NAME = "keel-vision"
 
@@ -110,6 +111,7 @@ def build_vision_pipeline(resources: Optional[ResourcesSection] = None, framewor
             deployed.set_caching_options(enable_caching=False)
             tasks += [registered, deployed]
         for task in tasks:
+            credentials.mount(task)  # any step may read or write an s3:// store
             for name, value in (step_env or {}).items():
                 task.set_env_variable(name, value)
         return VisionOutputs(passed=evaluated.outputs["Output"], metrics=evaluated.outputs["metrics"],

@@ -41,7 +41,8 @@ def test_ir_parses_into_pipeline_spec_and_loads_back(compiled):
     from kfp import components
     from kfp.pipeline_spec import pipeline_spec_pb2
 
-    names = {"training": "keel-training", "training-tuned": "keel-training-tuned", "vision": "keel-vision"}
+    names = {"training": "keel-training", "training-tuned": "keel-training-tuned", "vision": "keel-vision",
+             "backfill": "keel-backfill"}
     for name, path in compiled.items():
         docs = list(yaml.safe_load_all(path.read_text()))
         spec = json_format.ParseDict(docs[0], pipeline_spec_pb2.PipelineSpec())
@@ -51,7 +52,7 @@ def test_ir_parses_into_pipeline_spec_and_loads_back(compiled):
 
 
 def test_ir_wires_every_stage_and_gates_registration(compiled):
-    doc = yaml.safe_load(compiled["training"].read_text())
+    doc = next(yaml.safe_load_all(compiled["training"].read_text()))
     executors = doc["deploymentSpec"]["executors"]
     images = {e["container"]["image"] for e in executors.values()}
     assert images <= set(COMPONENT_IMAGES.values()) and not any(i.endswith(":latest") for i in images)
@@ -72,14 +73,14 @@ def test_ir_wires_every_stage_and_gates_registration(compiled):
 def test_config_values_become_the_parameter_defaults(tmp_path):
     cfg = with_overrides(load_config(DEFAULT_CONFIG), {"model.family": "xgboost", "registry.store": "s3://models/keel"})
     path = compile_pipelines(tmp_path, cfg)[0]
-    params = yaml.safe_load(path.read_text())["root"]["inputDefinitions"]["parameters"]
+    params = next(yaml.safe_load_all(path.read_text()))["root"]["inputDefinitions"]["parameters"]
     assert params["model"]["defaultValue"]["family"] == "xgboost"
     assert params["registry"]["defaultValue"]["store"] == "s3://models/keel"
     assert params["data"]["parameterType"] == "STRUCT"
 
 
 def test_the_tuned_pipeline_searches_before_training(compiled):
-    doc = yaml.safe_load(compiled["training-tuned"].read_text())
+    doc = next(yaml.safe_load_all(compiled["training-tuned"].read_text()))
     tasks = doc["root"]["dag"]["tasks"]
     tune = tasks["tune-hyperparameters"]
     assert set(tune["dependentTasks"]) == {"engineer-features"}
@@ -90,3 +91,44 @@ def test_the_tuned_pipeline_searches_before_training(compiled):
     assert params["tune"]["defaultValue"]["algorithm"] == "tpe"  # the loans-tuned example's search
     # The search is recorded: the model card and the registration read the trials.
     assert tasks["write-model-card"]["inputs"]["artifacts"]["search"]["taskOutputArtifact"]["producerTask"] == "tune-hyperparameters"
+
+
+def _executor_secrets(doc) -> dict[str, dict[str, list]]:
+    """Task executor label -> Secret name -> env variables, from the kfp-kubernetes platform spec."""
+    executors = doc[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    return {label: {s["secretName"]: sorted(k["envVar"] for k in s["keyToEnv"]) for s in spec.get("secretAsEnv", [])}
+            for label, spec in executors.items()}
+
+
+def test_credentials_come_from_secrets_by_reference_never_by_value(compiled, monkeypatch):
+    monkeypatch.setenv("PGPASSWORD", "pg-secret-not-in-ir")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3-secret-not-in-ir")
+    for name, path in compiled.items():
+        text = path.read_text()
+        assert "pg-secret-not-in-ir" not in text and "s3-secret-not-in-ir" not in text
+        secrets = _executor_secrets(list(yaml.safe_load_all(text)))
+        # Every step gets the S3 keys (optional: a run without an s3:// store needs no Secret) ...
+        assert all(s.get("keel-s3-credentials") == ["AWS_ACCESS_KEY_ID", "AWS_ENDPOINT_URL", "AWS_SECRET_ACCESS_KEY"]
+                   for s in secrets.values()), name
+        # ... and only the steps that open a database get its passwords.
+        with_source = {label for label, s in secrets.items() if "keel-source-credentials" in s}
+        expected = {"training": {"exec-ingest-data"}, "training-tuned": {"exec-ingest-data"}, "vision": set(),
+                    "backfill": {"exec-ingest-partition", "exec-publish-partition"}}[name]
+        assert with_source == expected, name
+    doc = list(yaml.safe_load_all(compiled["backfill"].read_text()))
+    source = doc[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-ingest-partition"]["secretAsEnv"]
+    assert {s["secretName"]: s["optional"] for s in source} == {"keel-s3-credentials": True, "keel-source-credentials": True}
+
+
+def test_the_backfill_fans_out_over_planned_partitions(compiled):
+    doc = next(yaml.safe_load_all(compiled["backfill"].read_text()))
+    params = doc["root"]["inputDefinitions"]["parameters"]
+    assert params["execution_date"]["parameterType"] == "STRING" and params["execution_date"]["defaultValue"] == "2013-12-31"
+    assert params["backfill"]["defaultValue"]["date_column"] == "time_hour"
+    loop = doc["root"]["dag"]["tasks"]["for-loop-1"]
+    assert loop["iteratorPolicy"]["parallelismLimit"] == 4
+    assert loop["parameterIterator"]["items"]["inputParameter"].endswith("plan-partitions-Output")
+    inner = doc["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
+    assert set(inner) == {"ingest-partition", "validate-data", "clean-data", "publish-partition"}
+    assert not inner["ingest-partition"]["cachingOptions"].get("enableCache")
+    assert inner["clean-data"]["dependentTasks"] == ["validate-data"]

@@ -86,7 +86,7 @@ def test_submit_uploads_the_compiled_pipeline_and_runs_it_with_the_config(tmp_pa
 
     [upload] = kfp.find("POST", f"{API}/pipelines/upload")
     assert upload.query["name"] == "keel-training" and "namespace" not in upload.query
-    doc = yaml.safe_load(upload.files["uploadfile"][1])
+    doc = next(yaml.safe_load_all(upload.files["uploadfile"][1]))  # then the platform spec (Secrets by name)
     assert doc["pipelineInfo"]["name"] == "keel-training"
     parameters = doc["root"]["inputDefinitions"]["parameters"]
     assert set(parameters) == set(arguments) and "tune" not in parameters
@@ -140,7 +140,7 @@ def test_a_tuned_config_runs_the_tuned_pipeline_with_its_search(kfp):
     assert main(["submit", str(TUNED_CONFIG), "--host", kfp.url, "--experiment", "hpo", "--run-name", "nightly"]) == 0
     [upload] = kfp.find("POST", f"{API}/pipelines/upload")
     assert upload.query["name"] == "keel-training-tuned"
-    assert yaml.safe_load(upload.files["uploadfile"][1])["pipelineInfo"]["name"] == "keel-training-tuned"
+    assert next(yaml.safe_load_all(upload.files["uploadfile"][1]))["pipelineInfo"]["name"] == "keel-training-tuned"
     body = _run_body(kfp)
     assert body["display_name"] == "nightly"
     assert body["runtime_config"]["parameters"] == cfg.pipeline_arguments()
