@@ -20,7 +20,7 @@ RUFF_ARGS := --select F,E9 --target-version py311
 .PHONY: install run test test-fast compile golden serve tune bench lint clean help images push
 
 help:
-	@echo "make run | test | serve | tune | install | compile | golden | images | image-NAME | push | bench | bench-pipeline | bench-serve | bench-hpo | bench-images | bench-train | bench-compress | lint | clean"
+	@echo "make run | test | serve | tune | install | compile | golden | images | image-NAME | push | bench | bench-pipeline | bench-serve | bench-hpo | bench-images | bench-train | bench-compress | bench-ingest | lint | clean"
 
 install: $(STAMP)
 
@@ -81,13 +81,21 @@ push: install
 golden: install
 	$(VENV)/bin/keel compile --out tests/golden
 
-bench: bench-pipeline bench-serve bench-hpo bench-images bench-train bench-compress
+bench: bench-pipeline bench-serve bench-hpo bench-images bench-train bench-compress bench-ingest
 
 # The throughput figures need Debian's wrk; without it (and without root to
 # install it) the bench prints why and reports latency only.
 bench-serve: install
 	@command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null 2>&1 || echo "wrk not installed (apt-get install wrk): no throughput figures"
 	$(PY) tests/bench/serve.py
+
+# 1M rows Postgres -> Parquet against pandas.read_sql (needs Debian's postgresql,
+# installed here when missing), then a 500 MB bundle up and down S3 (nanio)
+# against raw minio fput_object/fget_object.
+bench-ingest: install
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || apt-get install -y -qq postgresql >/dev/null 2>&1 || echo "postgresql not installed (apt-get install postgresql)"
+	$(PY) tests/bench/ingest.py
+	$(PY) tests/bench/s3.py
 
 bench-%: install
 	$(PY) tests/bench/$(subst -,_,$*).py

@@ -471,9 +471,9 @@ def collect(run_dir: Path) -> RunSummary:
             continue
         payload = json.loads(output_file.read_text())
         outputs: dict = dict(payload.get("parameterValues", {}))
-        for name, group in payload.get("artifacts", {}).items():
+        for output, group in payload.get("artifacts", {}).items():
             first = group["artifacts"][0]
-            outputs[name] = {"uri": first.get("uri", ""), "metadata": first.get("metadata", {})}
+            outputs[output] = {"uri": first.get("uri", ""), "metadata": first.get("metadata", {})}
         steps[name] = StepResult(name, "SUCCESS", outputs)
     return RunSummary(run_dir=run_dir, steps=steps)
 

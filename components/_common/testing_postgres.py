@@ -10,6 +10,7 @@ belongs to the `postgres` system user the Debian package creates.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -50,12 +51,23 @@ def _as_server_user(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
 
-@pytest.fixture(scope="session")
-def postgres_server():
-    """A PostgreSQL server with user `keel` (password PASSWORD) and database `keel`, for the session."""
+class PostgresUnavailable(RuntimeError):
+    """No PostgreSQL binaries on this machine."""
+
+
+@contextlib.contextmanager
+def running_postgres():
+    """Starts a throwaway PostgreSQL (user `keel`, password PASSWORD, database `keel`) and stops it on exit.
+
+    Shared by the pytest fixture and `make bench-ingest`.
+
+    Raises:
+        PostgresUnavailable: no initdb/pg_ctl here.
+        RuntimeError: the server did not start (the message carries its log).
+    """
     bin_dir = _bin_dir()
     if bin_dir is None:
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql; .ci/run does)")
+        raise PostgresUnavailable("PostgreSQL is not installed (apt-get install postgresql; .ci/run does)")
     # Not under pytest's basetemp: that is private to the user running pytest, which the server user is not.
     workdir = Path(tempfile.mkdtemp(prefix="keel-pg-"))
     data, pwfile = workdir / "data", workdir / "pw"
@@ -65,25 +77,37 @@ def postgres_server():
         shutil.chown(pwfile, "postgres")
         os.chmod(workdir, 0o700)
     run = lambda cmd: subprocess.run(_as_server_user(cmd), capture_output=True, text=True, timeout=120)  # noqa: E731
-    init = run([str(bin_dir / "initdb"), "-D", str(data), "-U", USER, f"--pwfile={pwfile}", "--auth-host=scram-sha-256",
-                "--auth-local=trust", "-E", "UTF8", "--no-sync", "--no-instructions"])
-    if init.returncode:
-        pytest.fail(f"initdb failed: {init.stderr[-800:]}")
-    port = _free_port()
-    options = f"-h 127.0.0.1 -p {port} -k {workdir} -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
-    start = run([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(workdir / "log"), "-w", "-t", "60", "start"])
-    if start.returncode:
-        log = (workdir / "log").read_text()[-800:] if (workdir / "log").exists() else ""
-        pytest.fail(f"postgres did not start: {start.stderr[-400:]} {log}")
     try:
-        made = run([str(bin_dir / "psql"), "-h", str(workdir), "-p", str(port), "-U", USER, "-d", "postgres",
-                    "-c", f"CREATE DATABASE {DATABASE}"])
-        if made.returncode:
-            pytest.fail(f"CREATE DATABASE failed: {made.stderr[-400:]}")
-        yield PostgresServer("127.0.0.1", port)
+        init = run([str(bin_dir / "initdb"), "-D", str(data), "-U", USER, f"--pwfile={pwfile}", "--auth-host=scram-sha-256",
+                    "--auth-local=trust", "-E", "UTF8", "--no-sync", "--no-instructions"])
+        if init.returncode:
+            raise RuntimeError(f"initdb failed: {init.stderr[-800:]}")
+        port = _free_port()
+        options = f"-h 127.0.0.1 -p {port} -k {workdir} -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
+        start = run([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(workdir / "log"), "-w", "-t", "60", "start"])
+        if start.returncode:
+            log = (workdir / "log").read_text()[-800:] if (workdir / "log").exists() else ""
+            raise RuntimeError(f"postgres did not start: {start.stderr[-400:]} {log}")
+        try:
+            made = run([str(bin_dir / "psql"), "-h", str(workdir), "-p", str(port), "-U", USER, "-d", "postgres",
+                        "-c", f"CREATE DATABASE {DATABASE}"])
+            if made.returncode:
+                raise RuntimeError(f"CREATE DATABASE failed: {made.stderr[-400:]}")
+            yield PostgresServer("127.0.0.1", port)
+        finally:
+            run([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"])
     finally:
-        run([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"])
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server with user `keel` (password PASSWORD) and database `keel`, for the session."""
+    try:
+        with running_postgres() as server:
+            yield server
+    except PostgresUnavailable as err:
+        pytest.skip(str(err))
 
 
 @pytest.fixture

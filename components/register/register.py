@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from keel.components._common.uris import redact_all
 from keel.components._common import lineage, storage
 from keel.components._common.config import RegistrySection, Section
 from keel.components._common.errors import DataError, StorageError
@@ -74,16 +74,7 @@ def numeric_metrics(metadata: Mapping) -> dict[str, float]:
 
 def redact(value: Any) -> Any:
     """Config with any URL password replaced, so no secret reaches the registry."""
-    if isinstance(value, dict):
-        return {k: redact(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    if isinstance(value, str) and "://" in value and "@" in value:
-        parsed = urllib.parse.urlsplit(value)
-        if parsed.password:
-            netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@", 1)
-            return urllib.parse.urlunsplit(parsed._replace(netloc=netloc))
-    return value
+    return redact_all(value)
 
 
 def _intish(value):
