@@ -380,7 +380,14 @@ def _run(cfg: TrainingConfig, *, runner, pipeline_root, verbose, step_server, ca
 @contextlib.contextmanager
 def _kfp_output_to(progress: ProgressLog, verbose: bool):
     """Sends kfp.local's output to `progress` (all of it unless verbose) and quiets its known warnings."""
+    import builtins
+
     with warnings.catch_warnings(), contextlib.ExitStack() as stack:
+        # kfp.local indents a task's prints by swapping builtins.print in and
+        # back out; ParallelFor iterations run in threads whose swaps
+        # interleave, which can leave the indenting print installed for good
+        # (seen after a backfill run). Put back the one we started with.
+        stack.callback(setattr, builtins, "print", builtins.print)
         # kfp warns that a non-"python" image name may not match this
         # interpreter; locally every step deliberately runs in this venv.
         warnings.filterwarnings("ignore", message="You may be attemping to run a task", category=RuntimeWarning)

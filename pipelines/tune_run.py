@@ -90,7 +90,7 @@ def prepare_features(cfg: TrainingConfig, workdir: str):
         return cls(name=name, uri=str(scratch / name))
 
     raw = art(dsl.Dataset, "raw")
-    t.ingest_data.python_func(data=args["data"], target=args["target"], raw=raw)
+    t.ingest_data.python_func(data=args["data"], target=args["target"], registry=args["registry"], raw=raw)
     valid, vq, schema, report = art(dsl.Dataset, "valid"), art(dsl.Dataset, "valid_quarantine"), art(dsl.Artifact, "schema"), art(dsl.HTML, "validation_report")
     t.validate_data.python_func(data=raw, target=args["target"], validation=args["validation"], valid=valid, quarantine=vq, schema=schema, report=report)
     cleaned, cq, stats = art(dsl.Dataset, "cleaned"), art(dsl.Dataset, "clean_quarantine"), art(dsl.Metrics, "clean_stats")

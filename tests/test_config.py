@@ -18,6 +18,11 @@ def test_every_example_config_loads(path):
 
         assert set(cfg.pipeline_arguments()) == set(VISION_SECTIONS)
         return
+    if cfg.pipeline_name == "backfill":  # `pipeline: backfill`: its sections and the execution date
+        from keel.pipelines.backfill_config import BACKFILL_SECTIONS
+
+        assert set(cfg.pipeline_arguments()) == set(BACKFILL_SECTIONS) | {"execution_date"}
+        return
     # The tuned pipeline takes one more parameter: the search.
     assert set(cfg.pipeline_arguments()) == set(SECTIONS) | ({"tune"} if cfg.tune is not None else set())
     assert cfg.pipeline_name == ("training-tuned" if cfg.tune is not None else "training")

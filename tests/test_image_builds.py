@@ -76,7 +76,8 @@ def test_a_component_runs_inside_the_base_image(built, tmp_path):
     work.chmod(0o777)  # the container's uid 1000 writes the outputs
     pd.DataFrame({"x": [1.5, 2.5, 3.5, 4.5], "y": ["a", "b", "a", "b"]}).to_csv(work / "t.csv", index=False)
     executor_input = {
-        "inputs": {"parameterValues": {"data": {"source": "/work/t.csv"}, "target": {"column": "y", "task": "binary", "positive_values": ["b"]}}},
+        "inputs": {"parameterValues": {"data": {"source": "/work/t.csv"}, "target": {"column": "y", "task": "binary", "positive_values": ["b"]},
+                                       "registry": {"store": "/work/store"}}},
         "outputs": {"artifacts": {"raw": {"artifacts": [{"name": "raw", "type": {"schemaTitle": "system.Dataset"}, "uri": "/work/out/raw"}]}},
                     "outputFile": "/work/executor_output.json"},
     }

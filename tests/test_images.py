@@ -59,7 +59,8 @@ def test_the_executor_runs_a_step_by_name(tmp_path):
     pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "y": ["a", "b", "a", "b"]}).to_csv(source, index=False)
     output = tmp_path / "out" / "raw"
     executor_input = {
-        "inputs": {"parameterValues": {"data": {"source": str(source)}, "target": {"column": "y", "task": "binary", "positive_values": ["b"]}}},
+        "inputs": {"parameterValues": {"data": {"source": str(source)}, "target": {"column": "y", "task": "binary", "positive_values": ["b"]},
+                                       "registry": {"store": str(tmp_path / "store")}}},
         "outputs": {"artifacts": {"raw": {"artifacts": [{"name": "raw", "type": {"schemaTitle": "system.Dataset"}, "uri": str(output)}]}},
                     "outputFile": str(tmp_path / "executor_output.json")},
     }
@@ -69,6 +70,7 @@ def test_the_executor_runs_a_step_by_name(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     written = json.loads((tmp_path / "executor_output.json").read_text())
     assert written["artifacts"]["raw"]["artifacts"][0]["metadata"]["rows"] == 4
+    assert (tmp_path / "store" / "datasets" / "t").is_dir()  # the step stored the dataset version
     bad = subprocess.run([_python(), "-m", "keel.components.executor", "--executor_input", "{}", "--function_to_execute", "nope"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "invalid choice: 'nope'" in bad.stderr
@@ -206,9 +208,9 @@ def compiled_ir(tmp_path_factory):
     from keel.pipelines.compile import compile_pipelines
 
     paths = compile_pipelines(tmp_path_factory.mktemp("ir"))
-    # Every step of every pipeline: the tuned training pipeline's and the vision pipeline's executors.
+    # Every step of every pipeline: the tuned training pipeline's, the vision and the backfill pipelines' executors.
     executors = {}
-    for name in ("training-tuned.yaml", "vision.yaml"):
+    for name in ("training-tuned.yaml", "vision.yaml", "backfill.yaml"):
         ir = next(yaml.safe_load_all(next(p for p in paths if p.name == name).read_text()))
         executors.update(ir["deploymentSpec"]["executors"])
     return {"deploymentSpec": {"executors": executors}}

@@ -80,28 +80,9 @@ def publish(store: str, name: str, parquet_path: str, meta: dict, source: dict) 
         "bytes": Path(parquet_path).stat().st_size,
         **{k: v for k, v in lineage.stamp(content_hash=version, parents=[]).items() if k in ("code_version", "created_by", "created_at")},
     }
-    if storage.is_s3(where):
-        storage.upload_file(str(parquet_path), record["uri"])
-    else:
-        _copy_local(Path(parquet_path), Path(record["uri"]))
+    storage.upload_file(str(parquet_path), record["uri"])  # atomic on both backends
     storage.write_bytes(record_uri, json.dumps(record, indent=1, sort_keys=True, default=str).encode(), content_type="application/json")
     return record
-
-
-def _copy_local(source: Path, target: Path) -> None:
-    """Copies a file into place atomically (a temporary file beside it, then rename)."""
-    import os
-    import shutil
-    import tempfile
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def versions(store: str, name: str | None = None) -> list[dict]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from keel.components._common.testing import _free_port
+from keel.components._common.testing import _free_port, stop_process
 
 START_TIMEOUT_S = 20.0
 # The user the auth fixture provisions (in the admin database, as mongod deployments usually do).
@@ -71,17 +71,8 @@ def _start(workdir: Path, *, port: int, auth: bool = False) -> subprocess.Popen:
         why = _ping(port)  # each try waits up to 250 ms for an answer, so this loop does not spin
         if why is None:
             return proc
-    _stop(proc)
+    stop_process(proc)
     pytest.fail(f"SecantusDB did not answer on port {port} within {START_TIMEOUT_S:.0f} s ({why})")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def _require_secantus() -> None:
@@ -99,7 +90,7 @@ def mongo_server(tmp_path_factory):
     try:
         yield MongoServer("secantusdb", f"mongodb://127.0.0.1:{port}/?directConnection=true", port)
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 @pytest.fixture(scope="session")
@@ -118,9 +109,9 @@ def mongo_auth_server(tmp_path_factory):
         client.admin.command("createUser", AUTH_USER, pwd=AUTH_PASSWORD, roles=["readWriteAnyDatabase"])
         client.close()
     finally:
-        _stop(proc)
+        stop_process(proc)
     proc = _start(workdir, port=port, auth=True)
     try:
         yield MongoServer("secantusdb --auth", f"mongodb://127.0.0.1:{port}/?directConnection=true", port)
     finally:
-        _stop(proc)
+        stop_process(proc)

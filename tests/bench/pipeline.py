@@ -38,7 +38,7 @@ def in_process(cfg, workdir: Path) -> float:
 
     started = time.perf_counter()
     raw = art(dsl.Dataset, "raw")
-    t.ingest_data.python_func(data=args["data"], target=args["target"], raw=raw)
+    t.ingest_data.python_func(data=args["data"], target=args["target"], registry=args["registry"], raw=raw)
     report, summary = art(dsl.HTML, "profile"), art(dsl.Artifact, "summary")
     t.profile_data.python_func(data=raw, target=args["target"], report=report, summary=summary)
     valid, vq, schema, vreport = art(dsl.Dataset, "valid"), art(dsl.Dataset, "vq"), art(dsl.Artifact, "schema"), art(dsl.HTML, "vr")
