@@ -127,6 +127,33 @@ def no_log_timeout():
 
 
 @contextlib.contextmanager
+def removed_container_is_not_found():
+    """podman's Docker API answers 500 "no such container" where Docker answers 404 for a removed container.
+
+    kfp.local runs each step with auto_remove and treats NotFound (404) while
+    streaming the log as "the container exited quickly"; podman's 500 instead
+    crashed a run whose step had finished (seen in CI). Within this context
+    that answer is the NotFound it means.
+    """
+    import docker.api.client
+    import docker.errors
+
+    original = docker.api.client.create_api_error_from_http_exception
+
+    def translated(err):
+        response = getattr(err, "response", None)
+        if response is not None and response.status_code == 500 and "no such container" in (response.text or "").lower():
+            raise docker.errors.NotFound(err, response=response, explanation=response.text.strip()) from err
+        return original(err)
+
+    docker.api.client.create_api_error_from_http_exception = translated
+    try:
+        yield
+    finally:
+        docker.api.client.create_api_error_from_http_exception = original
+
+
+@contextlib.contextmanager
 def group_writable(root: Path):
     """Directories under the run root are group-writable: those there now, and new ones while the run lasts (umask 002).
 

@@ -427,6 +427,7 @@ def _docker_setup(cfg: TrainingConfig, pipeline_root, step_env: dict, stack: con
     step_env.update(docker_runner.forwarded_env())
     stack.enter_context(docker_runner.group_writable(root))
     stack.enter_context(docker_runner.no_log_timeout())
+    stack.enter_context(docker_runner.removed_container_is_not_found())
     runner = local.DockerRunner(network_mode="host", user=docker_runner.step_user(client))
     return with_overrides(cfg, overrides), root, runner
 

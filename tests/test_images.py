@@ -216,6 +216,31 @@ def compiled_ir(tmp_path_factory):
     return {"deploymentSpec": {"executors": executors}}
 
 
+def test_podmans_no_such_container_reads_as_not_found_during_a_docker_run():
+    # kfp.local tolerates NotFound for an auto-removed container; podman answers 500 instead of 404.
+    import docker.api.client
+    import docker.errors
+    import requests
+
+    from keel.pipelines.docker_runner import removed_container_is_not_found
+
+    def http_error(status, message):
+        response = requests.Response()
+        response.status_code, response._content = status, json.dumps({"message": message}).encode()
+        return requests.exceptions.HTTPError(response=response)
+
+    gone = http_error(500, "container 77c4 does not exist in database: no such container")
+    with removed_container_is_not_found():
+        with pytest.raises(docker.errors.NotFound):
+            docker.api.client.create_api_error_from_http_exception(gone)
+        with pytest.raises(docker.errors.APIError) as other:  # any other 500 stays what it is
+            docker.api.client.create_api_error_from_http_exception(http_error(500, "disk full"))
+        assert not isinstance(other.value, docker.errors.NotFound)
+    with pytest.raises(docker.errors.APIError) as outside:
+        docker.api.client.create_api_error_from_http_exception(gone)
+    assert not isinstance(outside.value, docker.errors.NotFound)
+
+
 def test_the_docker_runner_waits_on_a_silent_step():
     # kfp.local makes its client with docker.from_env(): within a docker run, that client has no read timeout.
     import docker
