@@ -63,13 +63,12 @@ def preflight_pinned(cfg: TrainingConfig) -> tuple[pd.DataFrame, TrainingConfig]
     from keel.components.ingest.ingest import load_dataset, prepare
 
     check_config(cfg)
-    checked = {}
 
-    def check(raw):
-        checked["frame"] = prepare(raw, cfg.data, cfg.target)
-        check_columns(cfg, checked["frame"])
+    def checked(raw):
+        frame = prepare(raw, cfg.data, cfg.target)
+        check_columns(cfg, frame)
+        return frame
 
-    _, record = load_dataset(cfg.data, cfg.registry.store, check=check)
-    frame = checked["frame"]
+    frame, record = load_dataset(cfg.data, cfg.registry.store, checked)
     pinned = cfg.model_copy(update={"data": cfg.data.model_copy(update={"version": record["version"], "name": record["name"]})})
     return frame, pinned

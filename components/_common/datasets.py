@@ -109,7 +109,7 @@ def resolve(store: str, name: str, ref: str) -> dict:
     if not match:
         raise ConfigError(f"data.version: {ref!r} is not a dataset version (sha256:<64 hex>, or its first 8+ hex digits)")
     prefix = match.group(2)
-    known = [r for r in versions(store, name)]
+    known = versions(store, name)
     found = [r for r in known if r["version"].removeprefix("sha256:").startswith(prefix)]
     if len(found) == 1:
         return found[0]

@@ -28,6 +28,7 @@ from keel.components._common import datasets, tables
 from keel.components._common.config import DataSection, TargetSection
 from keel.components._common.errors import DataError
 from keel.components._common.target import check_target
+from keel.components._common.uris import redact
 
 
 def source_kind(uri: str) -> str:
@@ -37,8 +38,6 @@ def source_kind(uri: str) -> str:
 
 def source_record(data: DataSection) -> dict:
     """What was read, for the dataset record and lineage (never a password)."""
-    from keel.components._common.postgres import redact
-
     kind = source_kind(data.source)
     record = {"kind": kind, "uri": redact(data.source), "snapshot_time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     if kind == "postgresql":
@@ -68,31 +67,26 @@ def snapshot(data: DataSection, out_path: str) -> dict:
 
 
 def _label(data: DataSection) -> str:
-    from keel.components._common.postgres import redact
-
     what = data.table or data.collection or ("data.query" if data.query else "")
     return f"{redact(data.source)} ({what})" if what else redact(data.source)
 
 
-def load_dataset(data: DataSection, store: str, check=None) -> tuple[pd.DataFrame, dict]:
+def load_dataset(data: DataSection, store: str, transform=None) -> tuple[pd.DataFrame, dict]:
     """The source's rows as a DataFrame and their dataset record: pinned, or read now and published.
 
-    `check(frame)`, when given, runs before anything is published: a table
-    the run would refuse leaves nothing in the store.
+    `transform(frame)`, when given, is applied (and may refuse the table)
+    before anything is published: a table the run would refuse leaves
+    nothing in the store. Its result is the frame returned.
     """
+    transform = transform or (lambda frame: frame)
     name = data.dataset_name()
     if data.version:
         table, record = datasets.load(store, name, data.version)
-        frame = table.to_pandas()
-        if check is not None:
-            check(frame)
-        return frame, record
+        return transform(table.to_pandas()), record
     with tempfile.TemporaryDirectory(prefix="keel-ingest-") as tmp:
         path = str(Path(tmp) / "data.parquet")
         meta = snapshot(data, path)
-        frame = tables.read_parquet(path)
-        if check is not None:
-            check(frame)
+        frame = transform(tables.read_parquet(path))
         return frame, datasets.publish(store, name, path, meta, source_record(data))
 
 
@@ -152,9 +146,7 @@ def ingest(data: DataSection, target: TargetSection | None, out_path: str, store
     if store is None:
         frame, record = prepare(read_unpublished(data), data, target), None
     else:
-        prepared = {}
-        _, record = load_dataset(data, store, check=lambda raw: prepared.update(frame=prepare(raw, data, target)))
-        frame = prepared["frame"]
+        frame, record = load_dataset(data, store, lambda raw: prepare(raw, data, target))
     meta = tables.write_parquet(frame, out_path)
     meta["source"] = _source_uri(data, record)
     if record is not None:
@@ -163,6 +155,4 @@ def ingest(data: DataSection, target: TargetSection | None, out_path: str, store
 
 
 def _source_uri(data: DataSection, record: dict | None) -> str:
-    from keel.components._common.postgres import redact
-
     return (record or {}).get("source", {}).get("uri") or redact(data.source)

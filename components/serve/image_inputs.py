@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 from kserve.errors import InvalidInput
 
+from keel.components.serve.inputs import v1_instances
+
 # Pillow modes that hold exactly the pixels a model with that many channels takes.
 MODES = {1: "L", 3: "RGB"}
 FORMATS = ("PNG", "JPEG")
@@ -63,14 +65,7 @@ class ImageSpec:
 
 def from_v1(payload: Any, spec: ImageSpec) -> np.ndarray:
     """V1 `{"instances": [...]}` -> float32 pixels `[N, H, W, C]`, every image checked."""
-    if not isinstance(payload, dict):
-        raise InvalidInput(f"request body: expected a JSON object with 'instances', got {type(payload).__name__}")
-    unknown = sorted(set(payload) - {"instances", "parameters"})
-    if unknown:
-        raise InvalidInput(f"request body: unknown key {unknown[0]!r}; send {{\"instances\": [image, ...]}}")
-    instances = payload.get("instances")
-    if not isinstance(instances, list) or not instances:
-        raise InvalidInput("instances: expected a non-empty list of images (pixel arrays or {\"b64\": \"<base64 PNG>\"})")
+    instances = v1_instances(payload, "[image, ...]", "a non-empty list of images (pixel arrays or {\"b64\": \"<base64 PNG>\"})")
     _check_count(len(instances), "instances", spec)
     images = np.empty((len(instances), spec.height, spec.width, spec.channels), dtype=np.float32)
     for i, instance in enumerate(instances):

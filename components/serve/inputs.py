@@ -60,6 +60,25 @@ class InputWarning:
     where: str
 
 
+def v1_instances(payload: Any, example: str, expected: str) -> list:
+    """The `instances` of a V1 body, after checking its envelope (tabular and image models alike).
+
+    Args:
+        payload: the decoded request body.
+        example: what `instances` holds, shown in the unknown-key message.
+        expected: what `instances` must be, for the message when it is not a non-empty list.
+    """
+    if not isinstance(payload, dict):
+        raise InvalidInput(f"request body: expected a JSON object with 'instances', got {type(payload).__name__}")
+    unknown = sorted(set(payload) - {"instances", "parameters"})
+    if unknown:
+        raise InvalidInput(f"request body: unknown key {unknown[0]!r}; send {{\"instances\": {example}}}")
+    instances = payload.get("instances")
+    if not isinstance(instances, list) or not instances:
+        raise InvalidInput(f"instances: expected {expected}")
+    return instances
+
+
 def _describe(value: Any) -> str:
     text = repr(value)
     return f"{type(value).__name__} {text[:40] + '…' if len(text) > 40 else text}"
@@ -100,14 +119,7 @@ class InputSchema:
 
     def from_v1(self, payload: Any) -> dict[str, list]:
         """V1 `{"instances": [{column: value}, ...]}` -> columns."""
-        if not isinstance(payload, dict):
-            raise InvalidInput(f"request body: expected a JSON object with 'instances', got {type(payload).__name__}")
-        unknown_keys = sorted(set(payload) - {"instances", "parameters"})
-        if unknown_keys:
-            raise InvalidInput(f"request body: unknown key {unknown_keys[0]!r}; send {{\"instances\": [{{column: value, ...}}]}}")
-        instances = payload.get("instances")
-        if not isinstance(instances, list) or not instances:
-            raise InvalidInput("instances: expected a non-empty list of objects keyed by column name")
+        instances = v1_instances(payload, "[{column: value, ...}]", "a non-empty list of objects keyed by column name")
         self._check_rows(len(instances), "instances")
         names, expected = self.names, self.by_name
         columns: dict[str, list] = {name: [] for name in names}

@@ -42,6 +42,22 @@ SERVING_FORMATS = ("torchscript", "onnx", "tflite", "saved_model",
                    "torchscript_int8", "torchscript_pruned", "onnx_int8", "onnx_int8_static", "tflite_int8")
 
 
+def trained_info(*, framework: str, layout: str, spec, train, mean, std, files: tuple[str, ...], serving_format: str,
+                 history: list, training: dict) -> dict:
+    """The model.json a trainer writes: what both frameworks share (0..255 float32 input of the training images' shape)."""
+    height, width, channels = train.shape
+    return {
+        "framework": framework, "architecture": spec.architecture, "params": spec.params, "task": "multiclass",
+        "classes": train.classes,
+        "input": {"layout": layout, "height": height, "width": width, "channels": channels, "dtype": "float32", "range": [0, 255]},
+        "normalize": {"mean": mean, "std": std},
+        "files": {name: FILE_NAMES[name] for name in files},
+        "serving_format": serving_format,
+        "history": history,
+        "training": training,
+    }
+
+
 def write_info(directory: str | Path, info: dict) -> None:
     from keel.components._common.storage import atomic_write_local
 

@@ -227,16 +227,10 @@ def _train(spec: TrainSpec) -> dict:
     best_epoch = history[-1]["epoch"] if history else 0
     if stopping is not None and stopping.best_weights is not None:
         best_epoch = int(stopping.best_epoch) + 1
-    info = {
-        "framework": "tensorflow", "architecture": spec.architecture, "params": spec.params, "task": "multiclass",
-        "classes": train.classes,
-        "input": {"layout": "NHWC", "height": train.shape[0], "width": train.shape[1], "channels": train.shape[2],
-                  "dtype": "float32", "range": [0, 255]},
-        "normalize": {"mean": mean, "std": std},
-        "files": {"saved_model": artifact.FILE_NAMES["saved_model"]},
-        "serving_format": "saved_model",
-        "history": history,
-        "training": {
+    info = artifact.trained_info(
+        framework="tensorflow", layout="NHWC", spec=spec, train=train, mean=mean, std=std, files=("saved_model",),
+        serving_format="saved_model", history=history,
+        training={
             "device": "cuda" if gpus else "cpu", "precision": precision, "processes": spec.processes,
             "replicas": int(strategy.num_replicas_in_sync), "strategy": type(strategy).__name__,
             "epochs_run": len(history), "best_epoch": best_epoch, "stopped_early": stopped_early,
@@ -247,7 +241,7 @@ def _train(spec: TrainSpec) -> dict:
             "run_id": run_id, "checkpoint": checkpoint_uri,
             "tensorflow": tf.__version__, "keras": keras.__version__,
         },
-    }
+    )
     if is_chief:
         export(keras, model, params, spec.out_dir, info)
         if backup is not None:

@@ -341,16 +341,10 @@ def train_image(spec: TrainSpec) -> dict:
     if spec.early_stopping and best_state is not None:
         best_epoch = best_state[0]
         model.load_state_dict(best_state[1])
-    info = {
-        "framework": "torch", "architecture": spec.architecture, "params": spec.params, "task": "multiclass",
-        "classes": train.classes,
-        "input": {"layout": "NCHW", "height": train.shape[0], "width": train.shape[1], "channels": train.shape[2],
-                  "dtype": "float32", "range": [0, 255]},
-        "normalize": {"mean": mean, "std": std},
-        "files": {"weights": artifact.FILE_NAMES["weights"], "torchscript": artifact.FILE_NAMES["torchscript"]},
-        "serving_format": "torchscript",
-        "history": history,
-        "training": {
+    info = artifact.trained_info(
+        framework="torch", layout="NCHW", spec=spec, train=train, mean=mean, std=std, files=("weights", "torchscript"),
+        serving_format="torchscript", history=history,
+        training={
             "device": str(device.type), "precision": precision, "processes": world, "channels_last": channels_last,
             "compiled": spec.compile, "loader": spec.loader, "epochs_run": len(history), "best_epoch": best_epoch,
             "stopped_early": stopped_early, "resumed_from_epoch": resumed_from,
@@ -358,7 +352,7 @@ def train_image(spec: TrainSpec) -> dict:
             "train_images": len(train), "validation_images": len(validation), "run_id": run_id,
             "checkpoint": checkpoint_uri,
         },
-    }
+    )
     if rank == 0:
         export(model, spec.out_dir, info)
     return info
