@@ -13,7 +13,9 @@ it leaves an invisible directory, which the next identical ingest reuses).
 It holds where the rows came from (URI without password, table or query and
 its parameters, collection, filter, projection), when they were read, row
 count, schema, code version and who ran it: enough to rerun the pipeline
-from the lineage record alone by pinning `data.version`.
+from the lineage record alone by pinning `data.version`. With `data.pii`, the
+stored rows are already scrubbed, and the record's `pii` names the columns
+dropped or hashed and the hash key's id (keel.components._common.privacy).
 """
 
 from __future__ import annotations
@@ -58,11 +60,13 @@ def version_dir(store: str, name: str, version: str) -> str:
     return storage.join(root(store), check_name(name), version.removeprefix("sha256:"))
 
 
-def publish(store: str, name: str, parquet_path: str, meta: dict, source: dict) -> dict:
+def publish(store: str, name: str, parquet_path: str, meta: dict, source: dict, pii: dict | None = None) -> dict:
     """Records a Parquet file as version `meta["content_hash"]` of `name`; returns its record.
 
     Idempotent: a version already recorded is left as it is (same hash, same
-    rows) and its existing record is returned.
+    rows) and its existing record is returned. `pii`, when given, is the
+    privacy.policy the rows were scrubbed with (columns, modes, key id; never
+    the key), so that a run pinned to the version knows what is left to do.
     """
     version = meta["content_hash"]
     where = version_dir(store, name, version)
@@ -78,6 +82,7 @@ def publish(store: str, name: str, parquet_path: str, meta: dict, source: dict) 
         "source": source,
         "uri": storage.join(where, DATA_FILE),
         "bytes": Path(parquet_path).stat().st_size,
+        **({"pii": pii} if pii else {}),
         **{k: v for k, v in lineage.stamp(content_hash=version, parents=[]).items() if k in ("code_version", "created_by", "created_at")},
     }
     storage.upload_file(str(parquet_path), record["uri"])  # atomic on both backends

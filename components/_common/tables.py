@@ -251,18 +251,24 @@ def content_hash(frame: pd.DataFrame) -> str:
     return arrow_hash(to_arrow(frame))
 
 
-def write_batches(batches, uri: str, *, label: str | None = None) -> dict:
+def write_batches(batches, uri: str, *, label: str | None = None,
+                  transform: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None) -> dict:
     """Streams record batches into a Parquet file at `uri` (atomically); returns the dataset's metadata.
 
     Memory stays at about one batch: each is written and hashed as it comes.
     The file is built in a temporary file and only then moved (locally) or
     uploaded (S3) into place, so a reader never sees a partial dataset.
+    `transform`, when given, rewrites each batch before it is written or
+    hashed (privacy.scrub_batch drops and pseudonymises PII columns there, so
+    their raw values never reach the file, not even the temporary one).
 
     Raises:
         DataError: no batches, or a batch whose schema differs from the first.
     """
     label = label or uri
     batches = _prefetched(batches)
+    if transform is not None:
+        batches = map(transform, batches)
     first = next(batches, None)
     if first is None:
         raise DataError(f"{label}: returned no rows; check the table, query or filter")

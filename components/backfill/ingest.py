@@ -17,7 +17,7 @@ def ingest_partition_rows(data: DataSection, section: BackfillSection, store: st
         DataError: the partition has no rows (a gap upstream: the message names
             the window and the column), or the query fails.
     """
-    from keel.components._common import postgres
+    from keel.components._common import postgres, privacy
     from keel.components.ingest.ingest import source_record
 
     sql = partition_query(data, section.date_column, partition)
@@ -25,9 +25,12 @@ def ingest_partition_rows(data: DataSection, section: BackfillSection, store: st
              f"of {postgres.redact(data.source)})")
     with tempfile.TemporaryDirectory(prefix="keel-partition-") as tmp:
         local = str(Path(tmp) / "part.parquet")
-        meta = tables.write_batches(postgres.stream(data.source, sql), local, label=label)
+        # PII is scrubbed batch by batch, before a row reaches a file (as in ingest.snapshot).
+        key = privacy.key_for(data.pii)
+        scrub = (lambda batch: privacy.scrub_batch(batch, data.pii, label, key)) if data.pii else None
+        meta = tables.write_batches(postgres.stream(data.source, sql), local, label=label, transform=scrub)
         source = {**source_record(data), "partition": partition, "date_column": section.date_column}
-        record = datasets.publish(store, data.dataset_name(), local, meta, source)
+        record = datasets.publish(store, data.dataset_name(), local, meta, source, pii=privacy.policy(data.pii, key) or None)
         with open(local, "rb") as handle:
             storage.write_bytes(out_path, handle.read())
     meta["source"] = source["uri"]
