@@ -4,7 +4,8 @@ The bundle is verified (every file against MANIFEST.json) before anything is
 unpickled; requests carry raw feature values by column name and are checked
 against the training schema; the fitted feature transform runs compiled to
 numpy (see transform.py) and the estimator answers with predictions and
-class probabilities. `:explain` adds shap attributions per raw column.
+class probabilities. `:explain` adds shap attributions per raw column, with the
+explainer registered in the bundle (explainer.json) when it has one.
 """
 
 from __future__ import annotations
@@ -109,8 +110,16 @@ class KeelModel(kserve.Model):
     @property
     def explainer(self):
         if self._explainer is None and not self._explainer_error:
-            from keel.components.serve.explain import Attributions, NoExplainer
+            from keel.components.serve.explain import SPEC_FILE, Attributions, NoExplainer, parse_spec
 
+            spec = self.bundle.files.get(SPEC_FILE)
+            if spec is not None:
+                # The explainer the explain step registered: a spec that does not fit the
+                # model is a DataError here, so load() fails instead of serving wrong answers.
+                where = f"{self.bundle.uri}/{SPEC_FILE}"
+                self._explainer = Attributions.from_spec(parse_spec(spec, where), self.estimator, self.feature_names,
+                                                         self.classes, where)
+                return self._explainer
             try:
                 self._explainer = Attributions(self.estimator, len(self.feature_names), self.features.sources, self.feature_names)
             except NoExplainer as err:
@@ -195,6 +204,9 @@ class KeelModel(kserve.Model):
 
     def _output_space(self) -> str:
         """What `output` (= base_value + sum of attributions) is measured in."""
+        registered = getattr(self._explainer, "output", None)  # set when the bundle has explainer.json
+        if registered == "probability":
+            return "probability"
         if self.classes is None:
             return "prediction"
         if self.bundle.info.get("family") == "random_forest":
