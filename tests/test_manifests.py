@@ -333,6 +333,20 @@ def test_no_secret_values_anywhere(overlay):
     assert token["valueFrom"]["secretKeyRef"] == {"name": "keel-serve-auth", "key": "token", "optional": True}
 
 
+def test_bundle_keys_come_from_an_optional_secret(overlay):
+    """The predictor decrypts and verifies bundles with keys from Secret keel-bundle-keys, if it exists."""
+    env, docs = overlay
+    for where, container in (("runtime", find(docs, "ServingRuntime")["spec"]["containers"][0]),
+                             ("merged predictor", effective_container(docs))):
+        env_vars = env_of(container)
+        assert env_vars["KEEL_BUNDLE_KEY"]["valueFrom"]["secretKeyRef"] == {
+            "name": "keel-bundle-keys", "key": "bundle-key", "optional": True}, where
+        assert env_vars["KEEL_VERIFY_KEY"]["valueFrom"]["secretKeyRef"] == {
+            "name": "keel-bundle-keys", "key": "verify-key", "optional": True}, where
+        # Only the registering pipeline signs: a predictor never holds the private key.
+        assert not {"KEEL_SIGNING_KEY", "KEEL_SIGNING_KEY_FILE"} & set(env_vars), where
+
+
 BROKEN_COPIES = {
     "privileged container": (pod_security_problems, ["spec", "containers", 0, "securityContext", "privileged"], True),
     "escalation allowed": (pod_security_problems,
@@ -350,6 +364,8 @@ BROKEN_COPIES = {
                           "keel-serving"),
     "literal token": (secret_problems, ["spec", "containers", 0, "env", 0], {"name": "KEEL_SERVE_TOKEN",
                                                                            "value": "s3cr3t"}),
+    "literal bundle key": (secret_problems, ["spec", "containers", 0, "env", -2],
+                           {"name": "KEEL_BUNDLE_KEY", "value": "c2VjcmV0"}),
 }
 
 
@@ -400,7 +416,8 @@ def test_runtime_runs_keels_server_for_keel_models(overlay):
     assert {v["name"]: v for v in runtime["volumes"]}[mounts["/tmp"]]["emptyDir"] is not None
     env_vars = env_of(container)
     assert set(env_vars) == {"KEEL_SERVE_TOKEN", "KEEL_SERVE_MAX_ROWS", "KEEL_SERVE_MAX_BODY_BYTES",
-                             "KEEL_SERVE_UNSEEN_CATEGORY", "KEEL_SERVE_OUT_OF_RANGE", "KEEL_SERVE_LOG_PAYLOADS"}
+                             "KEEL_SERVE_UNSEEN_CATEGORY", "KEEL_SERVE_OUT_OF_RANGE", "KEEL_SERVE_LOG_PAYLOADS",
+                             "KEEL_BUNDLE_KEY", "KEEL_VERIFY_KEY"}
     assert env_vars["KEEL_SERVE_LOG_PAYLOADS"]["value"] == "false"
     assert int(env_vars["KEEL_SERVE_MAX_ROWS"]["value"]) > 0 and int(env_vars["KEEL_SERVE_MAX_BODY_BYTES"]["value"]) > 0
     for knob in ("KEEL_SERVE_UNSEEN_CATEGORY", "KEEL_SERVE_OUT_OF_RANGE"):

@@ -52,6 +52,13 @@ caught when the object is read, by its xxh3.
 S3 endpoint and credentials come only from the environment, the same
 variables KServe's storage initializer reads: AWS_ENDPOINT_URL (or
 S3_ENDPOINT), AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION.
+
+Server-side encryption: KEEL_S3_SSE (AES256 or aws:kms, with an optional
+KEEL_S3_SSE_KMS_KEY_ID; see keel.components._common.protect.s3_sse) is sent
+with every object put here: single PUTs, the server-side copy that publishes
+a staged upload (S3 encrypts a copy by the copy request's headers, not the
+source's), and the CreateMultipartUpload of a multipart upload. Reads need
+nothing: S3 decrypts SSE-S3 and SSE-KMS objects for any authorized reader.
 """
 
 from __future__ import annotations
@@ -312,14 +319,15 @@ def _upload(uri: str, stream, size: int, content_type: str, part_size: int, dige
     part_size = max(int(part_size), MIN_PART_SIZE, -(-size // MAX_PARTS))
     client = s3_client()
     metadata = {XXH3_META: digest}
+    sse = _sse()
     if size <= min(part_size, STAGED_MAX_SIZE):
-        _upload_staged(client, uri, stream, size, content_type, metadata)
+        _upload_staged(client, uri, stream, size, content_type, metadata, sse)
         return digest
     with _s3_errors(uri):
         # Invisible to readers until CompleteMultipartUpload; minio aborts the upload if a part fails.
         # No ETag comparison: S3 and MinIO check each part against its signed sha256 (see the module docstring).
         result = client.put_object(bucket, key, stream, size, content_type=content_type, metadata=metadata,
-                                   part_size=part_size, num_parallel_uploads=PART_WORKERS)
+                                   part_size=part_size, num_parallel_uploads=PART_WORKERS, sse=sse)
         uploaded = client.stat_object(bucket, key)
     if _differs(uploaded, size, digest):
         if (uploaded.etag or "").strip('"') == (result.etag or "").strip('"'):
@@ -331,7 +339,14 @@ def _upload(uri: str, stream, size: int, content_type: str, part_size: int, dige
     return digest
 
 
-def _upload_staged(client, uri: str, stream, size: int, content_type: str, metadata: dict) -> None:
+def _sse():
+    """The minio `sse=` for KEEL_S3_SSE, or None (keel.components._common.protect.s3_sse)."""
+    from keel.components._common.protect import s3_sse
+
+    return s3_sse()
+
+
+def _upload_staged(client, uri: str, stream, size: int, content_type: str, metadata: dict, sse=None) -> None:
     """One PUT to a temporary key, published with a server-side copy pinned to its ETag, then deleted."""
     from minio.commonconfig import CopySource
 
@@ -339,8 +354,8 @@ def _upload_staged(client, uri: str, stream, size: int, content_type: str, metad
     temp = f"{UPLOADS_PREFIX}/{uuid.uuid4().hex}/{key.rsplit('/', 1)[-1]}"
     try:
         with _s3_errors(uri):
-            result = client.put_object(bucket, temp, stream, size, content_type=content_type, metadata=metadata)
-            client.copy_object(bucket, key, CopySource(bucket, temp, match_etag=(result.etag or "").strip('"')))
+            result = client.put_object(bucket, temp, stream, size, content_type=content_type, metadata=metadata, sse=sse)
+            client.copy_object(bucket, key, CopySource(bucket, temp, match_etag=(result.etag or "").strip('"')), sse=sse)
             final = client.stat_object(bucket, key)
         if _differs(final, size, metadata[XXH3_META]):
             raise _replaced(uri, final)

@@ -10,6 +10,13 @@ Two kinds of bundle share the registry: tabular (bundle.json without a
 keel.components.train_deep.artifact, and its exported serving file). An image
 bundle is verified the same way; its model is opened by the predictor
 (serve/image_model.py), which holds the runtime it needs.
+
+Signed and encrypted bundles (keel.components._common.protect) load through
+the same path as the registry's reads (registry.open_version): the signature
+when a verify key is configured, then every stored file's hash, then
+decryption. `Bundle.files` and `Bundle.model` hold the decrypted bytes, so
+nothing downstream (serving, image runtimes) knows whether a bundle was
+encrypted at rest.
 """
 
 from __future__ import annotations
@@ -22,13 +29,21 @@ from pathlib import Path
 from typing import Any
 
 from keel.components._common.errors import DataError, StorageError
-from keel.components.register.registry import MANIFEST, Registry, check_files
+from keel.components.register.registry import (
+    MANIFEST,
+    RESERVED,
+    SIGNATURE,
+    Registry,
+    open_version,
+)
 
 MODEL_FILE = "model.joblib"
 SCHEMA_FILE = "schema.json"
 METRICS_FILE = "metrics.json"
 LINEAGE_FILE = "lineage.json"
 INFO_FILE = "bundle.json"
+# The explain step's explainer spec (keel.components.explain), which the predictor's :explain serves.
+EXPLAINER_FILE = "explainer.json"
 CARD_MD_FILE = "model_card.md"
 CARD_HTML_FILE = "model_card.html"
 BUNDLE_FILES = (MODEL_FILE, SCHEMA_FILE, METRICS_FILE, LINEAGE_FILE, CARD_MD_FILE, CARD_HTML_FILE, INFO_FILE)
@@ -106,9 +121,11 @@ def load_bundle(store: str, model_name: str, version: int | str = "latest") -> B
         version: "latest", a number, or "v<number>".
 
     Raises:
+        ConfigError: the bundle is encrypted and KEEL_BUNDLE_KEY is missing or
+            another key, or KEEL_REQUIRE_SIGNED is set without a verify key.
         StorageError: no such model or version, or a file is missing.
         DataError: a file does not match MANIFEST.json (the message names it),
-            or the model cannot be unpickled.
+            the signature or a decryption fails, or the model cannot be unpickled.
     """
     registry = Registry(store)
     number = parse_version(version)
@@ -126,19 +143,20 @@ def load_bundle(store: str, model_name: str, version: int | str = "latest") -> B
 def load_bundle_dir(path: str | Path) -> Bundle:
     """Loads a bundle from a local copy of a version directory (e.g. KServe's /mnt/models).
 
-    The copy is verified against its own MANIFEST.json, exactly as in the registry.
+    The copy is verified against its own MANIFEST.json (and MANIFEST.sig, and
+    decrypted), exactly as in the registry.
+
+    Raises:
+        as `load_bundle`.
     """
     path = Path(path)
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise StorageError(f"{path}: no {MANIFEST}; point at a registered version directory (…/registry/<model>/v<N>)")
-    try:
-        manifest = json.loads(manifest_path.read_bytes())
-    except json.JSONDecodeError as err:
-        raise DataError(f"{manifest_path}: not valid JSON ({err}); the copy is corrupt") from None
-    files = {p.name: p.read_bytes() for p in sorted(path.iterdir()) if p.is_file() and p.name != MANIFEST}
-    check_files(str(path), manifest, files)
-    return _load(str(path), manifest.get("model_name", ""), int(manifest.get("version", 0)), manifest, files)
+    stored = {p.name: p.read_bytes() for p in sorted(path.iterdir()) if p.is_file() and p.name != MANIFEST}
+    manifest, files = open_version(str(path), manifest_path.read_bytes(), stored.get(SIGNATURE),
+                                   {n: d for n, d in stored.items() if n not in RESERVED})
+    return _load(str(path), manifest["model_name"], manifest["version"], manifest, files)
 
 
 def _load(where: str, model_name: str, version: int, manifest: dict, files: dict[str, bytes]) -> Bundle:
@@ -214,7 +232,7 @@ def unpickle_model(where: str, data: bytes, code_version: str):
 
     try:
         return joblib.load(io.BytesIO(data))
-    except Exception as err:  # noqa: BLE001 - re-raised with the cause chained
+    except Exception as err:
         # The bytes are verified, so this is not a bad download: usually a
         # library version that differs from the one that trained the model.
         raise DataError(
