@@ -7,12 +7,16 @@ from keel.components._common.component import keel_component
 
 @keel_component
 def deploy_model(bundle: Input[Model], deploy: dict, manifest: Output[Artifact]) -> str:
-    """Renders a KServe InferenceService for the registered bundle and applies it when enabled.
+    """Renders a KServe InferenceService for the registered bundle and applies it when enabled and approved.
 
     The manifest is always written (YAML, `kubectl apply -f`-ready); it is applied
-    with the Kubernetes client only when deploy.enabled is true and a cluster is
-    configured. The ServingRuntime, auth and network policies come from
-    manifests/ (`kubectl apply -k manifests/overlays/<env>`).
+    with the Kubernetes client only when deploy.enabled is true, a cluster is
+    configured and the version is approved (or already in production). A version
+    that is not is "held": the reason gives the `keel approve` and `keel deploy`
+    commands that release it. An approved version applied becomes the production
+    one, and the previous production version is archived (the registry's stage log).
+    The ServingRuntime, auth and network policies come from manifests/
+    (`kubectl apply -k manifests/overlays/<env>`).
 
     Args:
         bundle: register_model's bundle (its metadata names the registry URI and hash).
@@ -20,7 +24,7 @@ def deploy_model(bundle: Input[Model], deploy: dict, manifest: Output[Artifact])
         manifest: the InferenceService YAML.
 
     Returns:
-        "created", "updated" or "rendered".
+        "created", "updated", "rendered" or "held".
     """
     import yaml
 
@@ -41,6 +45,7 @@ def deploy_model(bundle: Input[Model], deploy: dict, manifest: Output[Artifact])
             "applied": result.applied,
             "action": result.action,
             "reason": result.reason,
+            "stage": result.stage,
         })
         manifest.metadata.update(lineage.stamp(
             content_hash=lineage.file_sha256(manifest.path),
