@@ -49,7 +49,7 @@ def build_backfill_pipeline(parallelism: int = DEFAULT_PARALLELISM, step_env: di
             ).set_display_name("publish-partition").set_caching_options(enable_caching=False)  # replaces the output
             tasks += [ingest, validate, cleaned, publish]
         for task in tasks:
-            credentials.mount(task, source=task in (ingest, publish))
+            credentials.mount(task, source=task in (ingest, publish), keys=credentials.PII_KEYS if task is ingest else ())
             for name, value in (step_env or {}).items():
                 task.set_env_variable(name, value)
 

@@ -15,7 +15,7 @@ import time
 
 from keel.components._common.config import KATIB_ALGORITHMS
 from keel.components._common.errors import KeelError
-from keel.pipelines import data_cli, submit
+from keel.pipelines import data_cli, governance_cli, models_cli, reproduce, submit
 
 EXIT_STEP_FAILED = 1
 EXIT_USER_ERROR = 2
@@ -92,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--token-file", metavar="PATH", help="file holding the bearer token (sets KEEL_SERVE_TOKEN_FILE)")
     submit.add_parsers(sub)
     data_cli.add_parser(sub)
+    models_cli.add_parsers(sub)
+    governance_cli.add_parsers(sub)
+    reproduce.add_parser(sub)
     return parser
 
 
@@ -109,6 +112,9 @@ def _add_override_flags(sub: argparse.ArgumentParser) -> None:
     group.add_argument("--target", metavar="COLUMN", help="column to predict")
     group.add_argument("--task", choices=["binary", "multiclass", "regression"], help="inferred from the target when omitted")
     group.add_argument("--drop", metavar="COLUMN", action="append", default=None, help="column to drop (repeatable; adds to data.drop_columns)")
+    group.add_argument("--sensitive", metavar="COLUMN", action="append", default=None,
+                       help="fairness.sensitive: a sensitive attribute, kept for the fairness assessment and out of the model "
+                            "(repeatable; adds to the config's list)")
     group.add_argument("--model", dest="family", metavar="FAMILY", help="model.family, e.g. random_forest or xgboost")
     group.add_argument("--store", metavar="URI", help="registry.store: local directory or s3://bucket/prefix")
     group.add_argument("--sample-rows", type=int, metavar="N", help="data.sample_rows: train on a seeded sample")
@@ -152,6 +158,9 @@ def resolve_config(args: argparse.Namespace):
         raw["data"].update(source_keys)
         if args.drop:
             raw["data"]["drop_columns"] = sorted(set(raw["data"]["drop_columns"]) | set(args.drop))
+        if args.sensitive:  # named on purpose: assessed, even where inference would have dropped it
+            raw["fairness"] = {"sensitive": list(dict.fromkeys(args.sensitive))}
+            raw["data"]["drop_columns"] = [c for c in raw["data"]["drop_columns"] if c not in args.sensitive]
         cfg = parse_config(raw, "inferred config")
     else:
         cfg = load_config(args.config or DEFAULT_CONFIG)
@@ -166,6 +175,8 @@ def resolve_config(args: argparse.Namespace):
             extra["target.column"] = args.target
         if args.drop:
             extra["data.drop_columns"] = sorted(set(cfg.data.drop_columns) | set(args.drop))
+        if args.sensitive:
+            extra["fairness.sensitive"] = list(dict.fromkeys([*cfg.fairness.sensitive, *args.sensitive]))
         cfg = with_overrides(cfg, extra) if extra else cfg
     overrides = _overrides(args)
     return with_overrides(cfg, overrides) if overrides else cfg
@@ -176,6 +187,7 @@ def _backfill_overrides(cfg, args: argparse.Namespace):
     from keel.pipelines.config import with_overrides
 
     refused = [flag for flag, value in (("--data", args.data), ("--target", args.target), ("--drop", args.drop),
+                                        ("--sensitive", args.sensitive),
                                         ("--task", args.task), ("--family", args.family), ("--sample-rows", args.sample_rows),
                                         ("--data-version", args.data_version)) if value]
     if refused:
@@ -189,6 +201,7 @@ def _vision_overrides(cfg, args: argparse.Namespace):
     from keel.pipelines.config import with_overrides
 
     tabular = [flag for flag, value in (("--data", args.data), ("--target", args.target), ("--drop", args.drop),
+                                        ("--sensitive", args.sensitive),
                                         ("--task", args.task), ("--family", args.family), ("--table", args.table),
                                         ("--query", args.query), ("--collection", args.collection),
                                         ("--data-version", args.data_version)) if value]
@@ -304,7 +317,8 @@ def cmd_serve(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "check": cmd_check, "compile": cmd_compile, "tune": cmd_tune, "serve": cmd_serve,
-            "submit": submit.cmd_submit, "schedule": submit.cmd_schedule, "data": data_cli.cmd_data}
+            "submit": submit.cmd_submit, "schedule": submit.cmd_schedule, "data": data_cli.cmd_data,
+            "reproduce": reproduce.cmd_reproduce, **models_cli.COMMANDS, **governance_cli.COMMANDS}
 
 
 def main(argv: list[str] | None = None) -> int:

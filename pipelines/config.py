@@ -11,14 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from keel.components._common.config import (
     CleanSection,
     DataSection,
     DeploySection,
     EvaluationSection,
+    ExplainSection,
+    FairnessSection,
     FeaturesSection,
+    GovernanceSection,
     ModelCardSection,
     ModelSection,
     RegistrySection,
@@ -34,7 +37,8 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 
 # Pipeline parameters, in order: each is one config section passed as a dict.
-SECTIONS = ("data", "target", "validation", "clean", "split", "features", "model", "evaluation", "model_card", "registry", "deploy")
+SECTIONS = ("data", "target", "validation", "clean", "split", "features", "model", "evaluation", "fairness", "explain",
+            "model_card", "registry", "governance", "deploy")
 
 
 class TrainingConfig(BaseModel):
@@ -52,12 +56,33 @@ class TrainingConfig(BaseModel):
     features: FeaturesSection = Field(default_factory=FeaturesSection)
     model: ModelSection = Field(default_factory=ModelSection)
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
+    fairness: FairnessSection = Field(default_factory=FairnessSection)
+    explain: ExplainSection = Field(default_factory=ExplainSection)
     model_card: ModelCardSection = Field(default_factory=ModelCardSection)
     registry: RegistrySection = Field(default_factory=RegistrySection)
+    governance: GovernanceSection = Field(default_factory=GovernanceSection)
     deploy: DeploySection = Field(default_factory=DeploySection)
     # Optional: with a `tune` section the run is the tuned training pipeline
     # (features -> tune -> train), whose extra parameter this is.
     tune: TuneSection | None = None
+
+    @model_validator(mode="after")
+    def _sensitive_columns(self):
+        """Sensitive columns reach the test split for assessment (the model sees them only when asked to); PII is never a target."""
+        if self.target.column in self.data.pii:
+            raise ValueError(f"data.pii: lists the target column {self.target.column!r}; a model cannot learn a scrubbed target")
+        sensitive = self.fairness.sensitive
+        for column in sensitive:
+            if column == self.target.column:
+                raise ValueError(f"fairness.sensitive: {column!r} is the target column")
+            if column in self.data.drop_columns or column in self.data.pii:
+                where = "data.drop_columns" if column in self.data.drop_columns else "data.pii"
+                raise ValueError(f"fairness.sensitive: {column!r} is removed at ingest by {where}, so it cannot be assessed")
+        if sensitive and not self.fairness.use_in_training:
+            missing = [c for c in sensitive if c not in self.features.exclude]
+            if missing:
+                self.features = self.features.model_copy(update={"exclude": [*self.features.exclude, *missing]})
+        return self
 
     @property
     def pipeline_name(self) -> str:

@@ -30,7 +30,9 @@ from keel.components._common.errors import KeelError
 
 # Forwarded into the step containers when set here (storage.py reads these).
 FORWARDED_ENV = ("AWS_ENDPOINT_URL", "S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                 "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_CA_BUNDLE", "KEEL_S3_SECURE")
+                 "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_CA_BUNDLE", "KEEL_S3_SECURE", "KEEL_S3_SSE",
+                 "KEEL_S3_SSE_KMS_KEY_ID", "KEEL_PII_KEY", "KEEL_SIGNING_KEY", "KEEL_BUNDLE_KEY", "KEEL_VERIFY_KEY",
+                 "KEEL_REQUIRE_SIGNED")
 IMAGE_USER = 1000
 START_PODMAN = ("start podman's Docker-compatible API first, e.g. "
                 "`CONTAINERS_CONF=images/containers.conf podman system service --time=0 unix:///run/podman/podman.sock &` "

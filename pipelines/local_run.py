@@ -32,8 +32,9 @@ from keel.pipelines.training import PIPELINE_NAME
 RUNNERS = ("local", "docker")
 # kfp task names, in pipeline order (for progress and summaries).
 STEPS = ("ingest-data", "profile-data", "validate-data", "clean-data", "split-data", "engineer-features",
-         "train-model", "evaluate-model", "write-model-card", "register-model", "deploy-model")
-# The steps inside the metrics gate's dsl.If: skipped together when the gate fails.
+         "train-model", "evaluate-model", "assess-fairness", "explain-model", "write-model-card", "register-model",
+         "deploy-model")
+# The steps inside the gates' dsl.If (metrics, then fairness): skipped together when either fails.
 GATED_STEPS = ("register-model", "deploy-model")
 TUNE_STEP = "tune-hyperparameters"
 ALL_STEPS = STEPS[:6] + (TUNE_STEP,) + STEPS[6:]  # every step name, in pipeline order
@@ -91,6 +92,10 @@ class ProgressLog(io.TextIOBase):
         self.partial = ""
         self.started: dict[str, float] = {}
         self.step_errors: list[str] = []
+        # Wall-clock times and status per step, for the run record (keel.pipelines.runs).
+        self.opened_at = time.time()
+        self.closed_at: float | None = None
+        self.steps: dict[str, dict] = {}
 
     def write(self, text: str) -> int:
         self.log.write(text)
@@ -107,19 +112,24 @@ class ProgressLog(io.TextIOBase):
     def _line(self, line: str) -> None:
         if match := _STARTED.search(line):
             self.started[match[1]] = time.perf_counter()
+            self.steps[match[1]] = {"started_at": time.time(), "status": "running"}
         elif match := _FINISHED.search(line):
+            self.steps.setdefault(match[1], {}).update(
+                finished_at=time.time(), status="succeeded" if match[2].upper() == "SUCCESS" else "failed")
             self.done += 1
             seconds = time.perf_counter() - self.started.get(match[1], time.perf_counter())
             self._say(f"  [{self.done:>2}/{self.total}] {match[1]:<20} {match[2].lower():<8} {seconds:5.1f} s")
         elif match := _CACHED.search(line):
+            self.steps[match[1]] = {"started_at": time.time(), "status": "cached"}
             self.done += 1
             self._say(f"  [{self.done:>2}/{self.total}] {match[1]:<20} cached     (unchanged code and inputs)")
         elif match := _SKIPPED.search(line):
             # kfp names the dsl.If group; the training pipeline's one condition guards registration and deploy.
             names = self.gated if match[1].startswith("condition") else (match[1],)
             for name in names:
+                self.steps[name] = {"status": "skipped"}
                 self.done += 1
-                self._say(f"  [{self.done:>2}/{self.total}] {name:<20} skipped    (metrics gate not passed)")
+                self._say(f"  [{self.done:>2}/{self.total}] {name:<20} skipped    (a gate did not pass)")
         elif "keel: error:" in line:
             message = line[line.index("keel: error:"):].strip()
             self.step_errors.append(message)
@@ -129,7 +139,12 @@ class ProgressLog(io.TextIOBase):
         self.log.flush()
 
     def close(self) -> None:
+        self.closed_at = self.closed_at or time.time()
         self.log.close()
+
+    def timings(self) -> dict:
+        """When the run started and ended and each step's start, end and status (epoch seconds), for run.json."""
+        return {"started_at": self.opened_at, "finished_at": self.closed_at or time.time(), "steps": self.steps}
 
 
 @dataclasses.dataclass
@@ -152,9 +167,21 @@ class RunSummary:
 
     @property
     def passed(self) -> bool | None:
+        """Whether the model passed every gate before registration (metrics, and fairness where the pipeline has it)."""
+        metrics, fair = self.metrics_passed, self.fairness_passed
+        return None if metrics is None else metrics and fair is not False
+
+    @property
+    def metrics_passed(self) -> bool | None:
         value = self.outputs.get("passed")
         for step in ("evaluate-model", "evaluate-image-model"):
             value = self.artifact(step, "Output") if value is None else value
+        return None if value is None else bool(value)
+
+    @property
+    def fairness_passed(self) -> bool | None:
+        value = self.outputs.get("fairness_passed")
+        value = self.artifact("assess-fairness", "Output") if value is None else value
         return None if value is None else bool(value)
 
     @property
@@ -370,6 +397,9 @@ def _run(cfg: TrainingConfig, *, runner, pipeline_root, verbose, step_server, ca
     if summary.outputs:  # a finished run: steps with no directory here came from the cache
         ran = {name.rsplit("/", 1)[-1] for name in summary.steps}  # a ParallelFor step is "<iteration>/<step>"
         summary.cached = [s for s in steps_for(cfg) if s not in ran and s not in skipped]
+    from keel.pipelines.runs import write_record
+
+    write_record(run_dir, cfg, summary, progress.timings())  # also for a failed run: `keel report` shows where it stopped
     failed = [s.name for s in summary.steps.values() if s.status != "SUCCESS"]
     if failed:
         cause = progress.step_errors[-1] if progress.step_errors else "see the log"

@@ -12,6 +12,8 @@ DOCUMENTS = [
     ("profile_report", "data profile"),
     ("validation_report", "validation report"),
     ("evaluation_report", "evaluation report"),
+    ("fairness_report", "fairness report"),
+    ("explanation_report", "explanation report"),
     ("compression_report", "compression trade-off"),
     ("clean_quarantine", "quarantined rows (clean)"),
     ("validation_quarantine", "quarantined rows (validate)"),
@@ -27,13 +29,20 @@ def summary_lines(cfg: TrainingConfig, run: RunSummary, seconds: float) -> list[
     metrics = run.metrics
     shown = [f"{k} {metrics[k]:.4f}" for k in KEY_METRICS if isinstance(metrics.get(k), (int, float))]
     lines.append("  metrics:    " + ("  ".join(shown) if shown else "none"))
-    if run.passed:
+    if run.metrics_passed:
         lines.append("  gate:       passed " + _bounds(cfg))
     else:
         lines.append("  gate:       FAILED " + _bounds(cfg) + " -> model not registered (see the evaluation report)")
+    lines += _fairness_lines(run)
     registered = run.registered
     if registered:
         lines.append(f"  registered: {cfg.registry.model_name} {registered.get('version')} -> {registered.get('registry_uri')}")
+        stage = registered.get("stage")
+        if stage == "candidate":
+            lines.append(f"  stage:      candidate; approve: keel approve {cfg.registry.model_name}:{registered.get('version')} "
+                         "--by NAME --reason TEXT")
+        elif stage:
+            lines.append(f"  stage:      {stage}")
     deployment = run.deployment
     if deployment:
         where = f"{deployment.get('namespace')}/{deployment.get('name')}"
@@ -45,6 +54,24 @@ def summary_lines(cfg: TrainingConfig, run: RunSummary, seconds: float) -> list[
         artifact = run.outputs.get(output)
         if artifact:
             lines.append(f"  {label + ':':<30}{artifact['uri']}")
+    return lines
+
+
+def _fairness_lines(run: RunSummary) -> list[str]:
+    """The fairness verdict: the gate, and the four-fifths rule as information."""
+    fairness = run.outputs.get("fairness_metrics") or run.artifact("assess-fairness", "metrics")
+    if not fairness:
+        return []
+    meta = fairness.get("metadata") or {}
+    gate, result = meta.get("gate") or {}, meta.get("fairness") or {}
+    if not result.get("sensitive"):
+        return ["  fairness:   not assessed (no fairness.sensitive column; add one, or keel run --sensitive COLUMN)"]
+    verdict = "passed" if gate.get("passed") else "FAILED -> model not registered (see the fairness report)"
+    lines = [f"  fairness:   {verdict} on {', '.join(result['sensitive'])}"]
+    lines += [f"              {failure}" for failure in gate.get("failures") or []]
+    for column, ok in sorted((result.get("four_fifths") or {}).items()):
+        if ok is False:
+            lines.append(f"              {column}: demographic parity ratio below 0.8 (four-fifths rule): review the report")
     return lines
 
 

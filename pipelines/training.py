@@ -1,5 +1,6 @@
 """The training pipelines: ingest -> profile, validate -> clean -> split ->
-features -> [tune ->] train -> evaluate -> model card -> (gate) register -> deploy.
+features -> [tune ->] train -> evaluate, fairness, explain -> model card ->
+(metrics and fairness gates) register -> deploy (approved versions only).
 
 `training` is the plain pipeline; `training-tuned` adds a hyperparameter search
 (a Katib Experiment) between features and train and takes the `tune` section
@@ -17,6 +18,8 @@ from kfp.dsl import HTML, Dataset, Markdown, Metrics
 from keel.components.clean.component import clean_data
 from keel.components.deploy.component import deploy_model
 from keel.components.evaluate.component import evaluate_model
+from keel.components.explain.component import explain_model
+from keel.components.fairness.component import assess_fairness
 from keel.components.features.component import engineer_features
 from keel.components.ingest.component import ingest_data
 from keel.components.model_card.component import write_model_card
@@ -34,7 +37,11 @@ TUNED_PIPELINE_NAME = "keel-training-tuned"
 
 class TrainingOutputs(NamedTuple):
     passed: bool
+    fairness_passed: bool
     metrics: Metrics
+    fairness_metrics: Metrics
+    fairness_report: HTML
+    explanation_report: HTML
     evaluation_report: HTML
     model_card: Markdown
     model_card_html: HTML
@@ -62,7 +69,8 @@ def build_training_pipeline(*, tune: bool = False, ingest_cache_key: str | None 
             modules it imports).
     """
 
-    def steps(data, target, validation, clean, split, features, model, evaluation, model_card, registry, deploy, tune=None):
+    def steps(data, target, validation, clean, split, features, model, evaluation, fairness, explain, model_card, registry,
+              governance, deploy, tune=None):
         ingest = ingest_data(data=data, target=target, registry=registry).set_display_name("ingest")
         if ingest_cache_key:
             ingest.set_caching_options(enable_caching=True, cache_key=ingest_cache_key)
@@ -88,6 +96,14 @@ def build_training_pipeline(*, tune: bool = False, ingest_cache_key: str | None 
         evaluated = evaluate_model(
             trained_model=trained.outputs["trained_model"], test=splits.outputs["test"], target=target, evaluation=evaluation
         ).set_display_name("evaluate")
+        fair = assess_fairness(
+            trained_model=trained.outputs["trained_model"], test=splits.outputs["test"], validation=splits.outputs["validation"],
+            target=target, evaluation=evaluation, fairness=fairness,
+        ).set_display_name("fairness")
+        explained = explain_model(
+            trained_model=trained.outputs["trained_model"], train=splits.outputs["train"], test=splits.outputs["test"],
+            target=target, explain=explain,
+        ).set_display_name("explain")
         searched = {"search": search} if search is not None else {}
         card = write_model_card(
             raw=raw,
@@ -97,14 +113,19 @@ def build_training_pipeline(*, tune: bool = False, ingest_cache_key: str | None 
             target=target,
             model_card=model_card,
             registry=registry,
+            fairness=fair.outputs["metrics"],
+            explainer=explained.outputs["explainer"],
             **searched,
         ).set_display_name("model-card")
-        # A model that misses its thresholds is evaluated and documented, never registered.
-        with dsl.If(evaluated.outputs["Output"] == True, name="metrics-gate-passed"):  # noqa: E712 (KFP condition)
+        # A model that misses its metric or fairness limits is evaluated and documented, never registered.
+        with dsl.If(evaluated.outputs["Output"] == True, name="metrics-gate-passed"), \
+                dsl.If(fair.outputs["Output"] == True, name="fairness-gate-passed"):  # noqa: E712 (KFP conditions)
             register = register_model(
                 trained_model=trained.outputs["trained_model"],
                 schema=validate.outputs["schema"],
                 metrics=evaluated.outputs["metrics"],
+                fairness_metrics=fair.outputs["metrics"],
+                explainer=explained.outputs["explainer"],
                 card_md=card.outputs["card_md"],
                 card_html=card.outputs["card_html"],
                 raw=raw,
@@ -121,22 +142,31 @@ def build_training_pipeline(*, tune: bool = False, ingest_cache_key: str | None 
                 features=features,
                 model=model,
                 evaluation=evaluation,
+                fairness=fairness,
+                explain=explain,
                 registry=registry,
+                governance=governance,
                 **searched,
             ).set_display_name("register").set_caching_options(enable_caching=False)  # each run publishes its own version
             # Always renders the InferenceService for the new version; applies it only when
-            # deploy.enabled is true (a runtime parameter, editable in the dashboard) and a
-            # cluster is configured.
+            # deploy.enabled is true (a runtime parameter, editable in the dashboard), a
+            # cluster is configured and the version is approved (else the step holds it).
             deployed = deploy_model(bundle=register.outputs["bundle"], deploy=deploy).set_display_name("deploy")
             deployed.set_caching_options(enable_caching=False)  # applying is a side effect
-        for task in tasks + [trained, evaluated, card, register, deployed]:
-            # S3 keys for every step (any may use an s3:// store); database passwords for ingest only.
-            credentials.mount(task, source=task is ingest)
+        for task in tasks + [trained, evaluated, fair, explained, card, register, deployed]:
+            # S3 keys for every step (any may use an s3:// store); database passwords and the PII key for
+            # ingest only; the bundle signing and encryption keys for register only.
+            keys = credentials.PII_KEYS if task is ingest else credentials.BUNDLE_KEYS if task is register else ()
+            credentials.mount(task, source=task is ingest, keys=keys)
             for name, value in (step_env or {}).items():
                 task.set_env_variable(name, value)
         return TrainingOutputs(
             passed=evaluated.outputs["Output"],
+            fairness_passed=fair.outputs["Output"],
             metrics=evaluated.outputs["metrics"],
+            fairness_metrics=fair.outputs["metrics"],
+            fairness_report=fair.outputs["report"],
+            explanation_report=explained.outputs["report"],
             evaluation_report=evaluated.outputs["report"],
             model_card=card.outputs["card_md"],
             model_card_html=card.outputs["card_html"],
@@ -152,25 +182,29 @@ def build_training_pipeline(*, tune: bool = False, ingest_cache_key: str | None 
         @dsl.pipeline(
             name=TUNED_PIPELINE_NAME,
             description="Keel training with a hyperparameter search: ingest, profile, validate, clean, split, features, "
-            "tune (a Katib Experiment), train, evaluate, model card, register, deploy.",
+            "tune (a Katib Experiment), train, evaluate, fairness, explain, model card, register, deploy.",
         )
         def training_tuned_pipeline(
             data: dict, target: dict, validation: dict, clean: dict, split: dict, features: dict, model: dict,
-            evaluation: dict, model_card: dict, registry: dict, deploy: dict, tune: dict,
+            evaluation: dict, fairness: dict, explain: dict, model_card: dict, registry: dict, governance: dict,
+            deploy: dict, tune: dict,
         ) -> TrainingOutputs:
-            return steps(data, target, validation, clean, split, features, model, evaluation, model_card, registry, deploy, tune)
+            return steps(data, target, validation, clean, split, features, model, evaluation, fairness, explain, model_card,
+                         registry, governance, deploy, tune)
 
         return training_tuned_pipeline
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
-        description="Keel training: ingest, profile, validate, clean, split, features, train, evaluate, model card, register, deploy.",
+        description="Keel training: ingest, profile, validate, clean, split, features, train, evaluate, fairness, explain, "
+        "model card, register, deploy.",
     )
     def training_pipeline(
         data: dict, target: dict, validation: dict, clean: dict, split: dict, features: dict, model: dict,
-        evaluation: dict, model_card: dict, registry: dict, deploy: dict,
+        evaluation: dict, fairness: dict, explain: dict, model_card: dict, registry: dict, governance: dict, deploy: dict,
     ) -> TrainingOutputs:
-        return steps(data, target, validation, clean, split, features, model, evaluation, model_card, registry, deploy)
+        return steps(data, target, validation, clean, split, features, model, evaluation, fairness, explain, model_card,
+                     registry, governance, deploy)
 
     return training_pipeline
 

@@ -111,7 +111,8 @@ def build_vision_pipeline(resources: Optional[ResourcesSection] = None, framewor
             deployed.set_caching_options(enable_caching=False)
             tasks += [registered, deployed]
         for task in tasks:
-            credentials.mount(task)  # any step may read or write an s3:// store
+            # Any step may read or write an s3:// store; register also signs and encrypts the bundle.
+            credentials.mount(task, keys=credentials.BUNDLE_KEYS if task is registered else ())
             for name, value in (step_env or {}).items():
                 task.set_env_variable(name, value)
         return VisionOutputs(passed=evaluated.outputs["Output"], metrics=evaluated.outputs["metrics"],

@@ -160,3 +160,31 @@ def test_an_unknown_runner_is_refused_before_any_work(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["run", "--runner", "kube"])
     assert exit_.value.code == 2 and "invalid choice: 'kube' (choose from 'local', 'docker')" in capsys.readouterr().err
+
+
+def test_sensitive_flag_adds_columns_assessed_but_kept_out_of_the_model(tmp_path):
+    from keel.pipelines.cli import _parser, resolve_config
+
+    args = _parser().parse_args(["run", "--sensitive", "state", "--sensitive", "state"])
+    cfg = resolve_config(args)
+    assert cfg.fairness.sensitive == ["homeownership", "state"]  # the config's, then the flag's (once)
+    assert set(cfg.features.exclude) >= {"homeownership", "state"}
+    path = tmp_path / "credit.csv"
+    _frame().to_csv(path, index=False)
+    quick = resolve_config(_parser().parse_args(["check", "--data", str(path), "--target", "defaulted", "--sensitive", "region"]))
+    assert quick.fairness.sensitive == ["region"] and "region" in quick.features.exclude
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--sensitive", "grade"], "fairness.sensitive: 'grade' is the target column"),
+    (["run", "--sensitive", "emp_title"], "'emp_title' is removed at ingest by data.pii"),
+    (["run", "--sensitive", "loan_status"], "'loan_status' is removed at ingest by data.drop_columns"),
+])
+def test_sensitive_flag_refuses_columns_it_cannot_assess(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_pii_target_is_refused_before_reading_data(tmp_path, capsys):
+    assert main(["check", _write_config(tmp_path, data__pii={"grade": "hash"})]) == 2
+    assert "data.pii: lists the target column 'grade'" in capsys.readouterr().err

@@ -59,11 +59,16 @@ def test_ir_wires_every_stage_and_gates_registration(compiled):
     assert not any("pip install" in " ".join(e["container"]["command"]) for e in executors.values())
     tasks = doc["root"]["dag"]["tasks"]
     assert {"ingest-data", "profile-data", "validate-data", "clean-data", "split-data", "engineer-features",
-            "train-model", "evaluate-model", "write-model-card"} <= set(tasks)
+            "train-model", "evaluate-model", "assess-fairness", "explain-model", "write-model-card"} <= set(tasks)
+    # Registration sits inside both gates: the metrics one, then the fairness one.
     gate = tasks["condition-1"]
     assert "evaluate-model" in gate["triggerPolicy"]["condition"]
-    inner = doc["components"][gate["componentRef"]["name"]]["dag"]["tasks"]
-    assert "register-model" in inner
+    fairness_gate = doc["components"][gate["componentRef"]["name"]]["dag"]["tasks"]["condition-2"]
+    assert "assess-fairness" in fairness_gate["triggerPolicy"]["condition"]
+    inner = doc["components"][fairness_gate["componentRef"]["name"]]["dag"]["tasks"]
+    assert {"register-model", "deploy-model"} <= set(inner)
+    register_inputs = inner["register-model"]["inputs"]["artifacts"]
+    assert register_inputs["fairness_metrics"]["componentInputArtifact"] and register_inputs["explainer"]["componentInputArtifact"]
     # Never served from KFP's cache: ingest reads a source that can change, register publishes a version.
     assert not tasks["ingest-data"]["cachingOptions"].get("enableCache")
     assert not inner["register-model"]["cachingOptions"].get("enableCache")
@@ -108,16 +113,24 @@ def test_credentials_come_from_secrets_by_reference_never_by_value(compiled, mon
         assert "pg-secret-not-in-ir" not in text and "s3-secret-not-in-ir" not in text
         secrets = _executor_secrets(list(yaml.safe_load_all(text)))
         # Every step gets the S3 keys (optional: a run without an s3:// store needs no Secret) ...
-        assert all(s.get("keel-s3-credentials") == ["AWS_ACCESS_KEY_ID", "AWS_ENDPOINT_URL", "AWS_SECRET_ACCESS_KEY"]
+        assert all(s.get("keel-s3-credentials") == ["AWS_ACCESS_KEY_ID", "AWS_ENDPOINT_URL", "AWS_SECRET_ACCESS_KEY",
+                                                    "KEEL_S3_SSE", "KEEL_S3_SSE_KMS_KEY_ID"]
                    for s in secrets.values()), name
         # ... and only the steps that open a database get its passwords.
         with_source = {label for label, s in secrets.items() if "keel-source-credentials" in s}
         expected = {"training": {"exec-ingest-data"}, "training-tuned": {"exec-ingest-data"}, "vision": set(),
                     "backfill": {"exec-ingest-partition", "exec-publish-partition"}}[name]
         assert with_source == expected, name
+        # ... and each governance key reaches only the step that uses it: PII to ingest, bundle keys to register.
+        keys = {label: s["keel-governance-keys"] for label, s in secrets.items() if "keel-governance-keys" in s}
+        expected = {"training": {"exec-ingest-data": ["KEEL_PII_KEY"], "exec-register-model": ["KEEL_BUNDLE_KEY", "KEEL_SIGNING_KEY"]},
+                    "vision": {"exec-register-image-model": ["KEEL_BUNDLE_KEY", "KEEL_SIGNING_KEY"]},
+                    "backfill": {"exec-ingest-partition": ["KEEL_PII_KEY"]}}
+        assert keys == expected.get(name, expected["training"]), name
     doc = list(yaml.safe_load_all(compiled["backfill"].read_text()))
     source = doc[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-ingest-partition"]["secretAsEnv"]
-    assert {s["secretName"]: s["optional"] for s in source} == {"keel-s3-credentials": True, "keel-source-credentials": True}
+    assert {s["secretName"]: s["optional"] for s in source} == {"keel-s3-credentials": True, "keel-source-credentials": True,
+                                                                "keel-governance-keys": True}
 
 
 def test_the_backfill_fans_out_over_planned_partitions(compiled):

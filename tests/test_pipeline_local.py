@@ -38,10 +38,14 @@ def first_run(tmp_path_factory):
 def test_every_step_succeeds_and_the_model_is_registered(first_run):
     cfg, run = first_run
     assert [s for s in STEPS if run.steps[s].status == "SUCCESS"] == list(STEPS)
-    assert run.passed is True and run.metrics["roc_auc"] >= 0.7
-    assert run.registered["version"] == "v1"
+    assert run.passed is True and run.metrics["roc_auc"] >= 0.7 and run.fairness_passed is True
+    assert run.registered["version"] == "v1" and run.registered["stage"] == "candidate"  # governance.approval: human
     bundle = load_bundle(cfg.registry.store, cfg.registry.model_name)  # verifies every hash first
-    assert bundle.version == 1 and set(bundle.manifest["files"]) >= {"model.joblib", "schema.json", "lineage.json", "model_card.md"}
+    assert bundle.version == 1 and set(bundle.manifest["files"]) >= {"model.joblib", "schema.json", "lineage.json", "model_card.md",
+                                                                     "explainer.json"}
+    # homeownership is assessed but never a model input; emp_title (PII) never reaches the data at all.
+    assert "homeownership" not in bundle.input_columns and bundle.lineage["fairness"]["sensitive"] == ["homeownership"]
+    assert "emp_title" not in _meta(run, "ingest-data", "raw")["schema"]
 
 
 def test_the_deploy_step_renders_an_inference_service_for_the_new_version(first_run):
@@ -149,6 +153,23 @@ def test_a_failing_gate_documents_but_does_not_register(tmp_path, capsys):
     assert "roc_auc" in report and "0.99" in report
 
 
+def test_a_failing_fairness_gate_documents_but_does_not_register(tmp_path, capsys):
+    # The default model's demographic parity ratio by home ownership is about 0.6: the four-fifths rule blocks it.
+    cfg = _config(tmp_path, **{"fairness.min": {"demographic_parity_ratio": 0.8}, "fairness.max": {}})
+    config = tmp_path / "c.json"
+    config.write_text(cfg.model_dump_json())
+    assert main(["run", str(config)]) == EXIT_GATE_FAILED
+    out = capsys.readouterr().out
+    assert "gate:       passed" in out and "fairness:   FAILED -> model not registered" in out
+    assert re.search(r"homeownership: demographic_parity_ratio 0\.\d+ < 0\.8", out)
+    run = collect(max((tmp_path / "pipeline_root").glob("keel-training-*")))
+    assert run.metrics_passed is True and run.fairness_passed is False and run.passed is False
+    assert "register-model" not in run.steps and "deploy-model" not in run.steps
+    assert Registry(str(tmp_path)).versions(cfg.registry.model_name) == []
+    card = Path(run.artifact("write-model-card", "card_md")["uri"]).read_text()
+    assert "Fairness gate: **failed**" in card and "data:image/png;base64," in card
+
+
 def test_a_step_error_reaches_the_cli_as_one_line(tmp_path, capsys):
     config = tmp_path / "c.yaml"
     raw = json.loads(_config(tmp_path / "store").model_dump_json())
@@ -156,7 +177,7 @@ def test_a_step_error_reaches_the_cli_as_one_line(tmp_path, capsys):
     config.write_text(json.dumps(raw))
     assert main(["run", str(config)]) == EXIT_STEP_FAILED
     captured = capsys.readouterr()
-    assert re.search(r"\[ ?\d+/11\] engineer-features\s+failure", captured.out)
+    assert re.search(r"\[ ?\d+/13\] engineer-features\s+failure", captured.out)
     error = captured.err.strip().splitlines()[-1]
     assert error.startswith("keel: error: step 'engineer-features' failed: [engineer_features]") and "state" in error
     assert Registry(str(tmp_path / "store")).versions("loans-high-risk") == []
@@ -247,6 +268,8 @@ def _chromium() -> str:
     ("profile-data", "report", "Data profile"),
     ("validate-data", "report", "Data validation"),
     ("evaluate-model", "report", "Evaluation"),
+    ("assess-fairness", "report", "Fairness"),
+    ("explain-model", "report", "Explanation"),
     ("write-model-card", "card_html", "Model card"),
 ])
 def test_reports_render_in_a_real_browser(first_run, tmp_path, step, output, heading):
@@ -267,7 +290,7 @@ def test_reports_render_in_a_real_browser(first_run, tmp_path, step, output, hea
     assert re.search(rf"<h1>[^<]*{heading}", dom), dom[:500]
     assert 'data-broken-images="0"' in dom
     assert "Uncaught" not in result.stderr and "CONSOLE" not in result.stderr
-    if step in ("profile-data", "evaluate-model"):  # their plots are inline PNGs
+    if step in ("profile-data", "evaluate-model", "assess-fairness", "explain-model", "write-model-card"):  # inline PNG plots
         assert dom.count("<img") >= 1 and "data:image/png;base64," in dom
 
 

@@ -75,6 +75,10 @@ class DataSection(Section):
                              description="Dataset name for versioning (default: the table, collection or file name)")
     version: str | None = Field(None, description="Pin a stored dataset version (sha256:..., or 8+ leading hex digits) instead of reading the source")
     drop_columns: list[str] = Field(default_factory=list, description="Identifiers and columns that leak the target")
+    pii: dict[str, Literal["drop", "hash"]] = Field(
+        default_factory=dict,
+        description="Personally identifying columns: drop, or hash (HMAC-SHA256 keyed by KEEL_PII_KEY) before anything "
+        "is stored, so neither the dataset version nor any later artifact, report or log holds their values")
     sample_rows: int | None = Field(None, gt=0, description="Seeded sample of this many rows (fast runs, tests)")
     sample_seed: int = 0
 
@@ -93,6 +97,9 @@ class DataSection(Section):
                 raise ValueError("a mongodb:// source needs data.collection")
         elif self.collection is not None or self.filter or self.projection is not None:
             raise ValueError("data.collection, data.filter and data.projection apply to a mongodb:// source only")
+        both = sorted(set(self.pii) & set(self.drop_columns))
+        if both:
+            raise ValueError(f"data.pii and data.drop_columns both name {both}; keep PII columns in data.pii only")
         return self
 
     def dataset_name(self) -> str:
@@ -186,6 +193,10 @@ class FeaturesSection(Section):
     types: dict[str, Literal["numeric", "categorical"]] = Field(
         default_factory=dict, description="Override the inferred treatment of a column"
     )
+    exclude: list[str] = Field(
+        default_factory=list,
+        description="Columns kept in the splits (e.g. sensitive attributes, for the fairness assessment) but never "
+        "given to the model; the training config adds fairness.sensitive here unless fairness.use_in_training")
 
 
 MODEL_FAMILIES = ("logistic_regression", "linear_regression", "random_forest", "gradient_boosting", "xgboost",
@@ -210,6 +221,78 @@ class ModelCardSection(Section):
     intended_use: str = "Not stated."
     limitations: str = "Not stated."
     ethical_considerations: str = "Not stated."
+
+
+# Group fairness metrics a fairness gate may name (fairlearn's definitions), and which way passes.
+FAIRNESS_MIN_METRICS = ("demographic_parity_ratio", "equalized_odds_ratio")
+FAIRNESS_MAX_METRICS = ("demographic_parity_difference", "equalized_odds_difference")
+
+
+class FairnessMitigation(Section):
+    """What post-processing would buy: fairlearn's ThresholdOptimizer, fitted on the validation split.
+
+    Reported before/after, never applied to the registered model (README, "Design decisions").
+    """
+
+    method: Literal["none", "threshold_optimizer"] = "none"
+    constraint: Literal["demographic_parity", "equalized_odds", "true_positive_rate_parity", "false_positive_rate_parity"] = (
+        "demographic_parity")
+
+
+class FairnessSection(Section):
+    """Group fairness of the trained model on the test split, and the gate registration must pass."""
+
+    sensitive: list[str] = Field(default_factory=list, description="Sensitive attribute columns (kept for assessment)")
+    use_in_training: bool = Field(False, description="Also give the sensitive columns to the model (default: assessment only)")
+    min: dict[str, float] = Field(default_factory=dict,
+                                  description="Gate: demographic_parity_ratio / equalized_odds_ratio -> lowest passing value "
+                                  "(0.8 is the four-fifths rule)")
+    max: dict[str, float] = Field(default_factory=dict,
+                                  description="Gate: demographic_parity_difference / equalized_odds_difference -> highest passing value")
+    min_group_size: int = Field(30, ge=1, description="Groups with fewer test rows are reported but left out of the gate")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Level of the confidence intervals")
+    bootstrap: int = Field(500, ge=50, le=10000, description="Bootstrap resamples for the intervals of the disparity metrics")
+    seed: int = 42
+    mitigation: FairnessMitigation = Field(default_factory=FairnessMitigation)
+
+    @model_validator(mode="after")
+    def _check(self):
+        unknown = [f"min.{k}" for k in self.min if k not in FAIRNESS_MIN_METRICS]
+        unknown += [f"max.{k}" for k in self.max if k not in FAIRNESS_MAX_METRICS]
+        if unknown:
+            raise ValueError(f"fairness {', '.join(unknown)}: not a gate metric; min takes {', '.join(FAIRNESS_MIN_METRICS)}, "
+                             f"max takes {', '.join(FAIRNESS_MAX_METRICS)}")
+        for kind, limits in (("min", self.min), ("max", self.max)):
+            for name, value in limits.items():
+                if not 0 <= value <= 1:
+                    raise ValueError(f"fairness.{kind}.{name}: {value} is outside 0..1")
+        if len(set(self.sensitive)) != len(self.sensitive):
+            raise ValueError(f"fairness.sensitive lists a column twice: {self.sensitive}")
+        if (self.min or self.max) and not self.sensitive:
+            raise ValueError("fairness.min/max gate on group metrics but fairness.sensitive names no column")
+        return self
+
+
+class ExplainSection(Section):
+    """Global feature attributions on the test split, and the explainer the predictor's :explain uses."""
+
+    method: Literal["auto", "shap", "permutation"] = Field(
+        "auto", description="auto: shap's tree or linear explainer where it applies, else permutation importance")
+    sample_rows: int = Field(500, ge=10, description="Test rows explained (a seeded sample)")
+    background_rows: int = Field(50, ge=5, le=1000,
+                                 description="k-means centroids of the training rows that model-agnostic explainers "
+                                 "integrate over (centroids, not rows, go into the bundle)")
+    permutation_repeats: int = Field(5, ge=1, le=100)
+    seed: int = 42
+
+
+class GovernanceSection(Section):
+    """How a registered version becomes approved: automatic gates, then (by default) a named human."""
+
+    approval: Literal["human", "auto"] = Field(
+        "human", description="human: versions stay candidates until `keel approve`; auto: approved when every gate passes")
+    require_clean_validation: bool = Field(
+        True, description="Gate: no row quarantined by validate_data (the data matched its schema, no drift)")
 
 
 class RegistrySection(Section):

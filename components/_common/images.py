@@ -44,6 +44,8 @@ COMPONENT_MODULES = {
     "engineer_features": "keel.components.features.component",
     "train_model": "keel.components.train.component",
     "evaluate_model": "keel.components.evaluate.component",
+    "assess_fairness": "keel.components.fairness.component",
+    "explain_model": "keel.components.explain.component",
     "write_model_card": "keel.components.model_card.component",
     "register_model": "keel.components.register.component",
     "deploy_model": "keel.components.deploy.component",
@@ -70,6 +72,9 @@ COMPONENT_IMAGES = {
     "engineer_features": BASE_IMAGE,
     "train_model": BASE_IMAGE,
     "evaluate_model": BASE_IMAGE,
+    # fairlearn and shap are in the base install (setup.cfg), like the scikit-learn models they assess.
+    "assess_fairness": BASE_IMAGE,
+    "explain_model": BASE_IMAGE,
     "write_model_card": BASE_IMAGE,
     "register_model": BASE_IMAGE,
     # Renders with the kserve SDK's models and applies with the kubernetes client (both in the base image).

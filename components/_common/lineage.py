@@ -13,13 +13,22 @@ import getpass
 import hashlib
 import json
 import os
+import platform
+import re
 import subprocess
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from keel.components._common.errors import StorageError
 
 # The keys stamp() adds; everything else in an artifact's metadata is its own content.
 STAMP_KEYS = frozenset({"content_hash", "parents", "code_version", "params", "created_by", "created_at"})
+# The distributions whose versions decide a model's numbers (named in the record for a reader;
+# every installed distribution goes into the lock hash).
+MODEL_PACKAGES = ("numpy", "pandas", "pyarrow", "scikit-learn", "xgboost", "torch", "tensorflow", "tensorflow-cpu",
+                  "shap", "fairlearn", "kfp", "keel-ml")
+# Config keys that hold a seed, wherever they are nested.
+_SEED_KEY = re.compile(r"^(seed|random_state|[a-z0-9_]*_seed)$")
 
 
 @functools.lru_cache(maxsize=1)
@@ -107,3 +116,95 @@ def write_metadata_file(artifact) -> None:
     from keel.components._common import storage
 
     storage.write_bytes(artifact.path, json.dumps(dict(artifact.metadata), sort_keys=True, indent=1, default=str).encode())
+
+
+def normalize_name(name: str) -> str:
+    """A distribution name as PEP 503 compares them: `Scikit_Learn` and `scikit-learn` are one package."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def installed_distributions() -> dict[str, str]:
+    """Every importable distribution: normalised name -> version.
+
+    When a name is installed twice on sys.path, the first one is the one
+    `import` finds, so that is the one recorded.
+    """
+    from importlib.metadata import distributions
+
+    found: dict[str, str] = {}
+    for dist in distributions():
+        name = dist.metadata["Name"]
+        if name:  # a distribution with no Name is a broken leftover that nothing can import by name
+            found.setdefault(normalize_name(name), dist.version)
+    return found
+
+
+def lock_hash(packages: Mapping[str, str] | Iterable[tuple[str, str]]) -> str:
+    """sha256 over the sorted `name==version` lines of a set of distributions (names normalised)."""
+    pairs = packages.items() if isinstance(packages, Mapping) else packages
+    lines = sorted({f"{normalize_name(name)}=={version}" for name, version in pairs})
+    return "sha256:" + hashlib.sha256(("\n".join(lines) + "\n").encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def _environment() -> dict:
+    installed = installed_distributions()
+    constraints = Path(__file__).resolve().parents[2] / "images" / "constraints.txt"
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": {name: installed[name] for name in MODEL_PACKAGES if name in installed},
+        # Both: the constraints file is what was asked for (it changes with a pin), the lock
+        # hash is what is installed (it changes with any upgrade, pinned or not, and also
+        # covers an environment not built from the file, such as a laptop's venv).
+        "lock_hash": lock_hash(installed),
+        "constraints_hash": file_sha256(constraints) if constraints.is_file() else None,
+    }
+
+
+def environment() -> dict:
+    """The software a model was made with, for its lineage record.
+
+    Read once per process (listing every distribution takes a moment, and
+    it cannot change under a running step).
+
+    Returns:
+        {"python": "3.11.x", "platform": platform.platform(), "packages": {name: version}
+        for the installed MODEL_PACKAGES, "lock_hash": lock_hash() of every installed
+        distribution, "constraints_hash": sha256 of images/constraints.txt beside the
+        package, or None where it is not shipped}.
+    """
+    return json.loads(json.dumps(_environment()))  # a copy: a caller may add to its record
+
+
+def seeds(config: Mapping[str, Mapping]) -> dict[str, object]:
+    """Every seed in the config sections, by dotted path.
+
+    Covers data.sample_seed, split.seed, model.seed, tune.seed, fairness.seed,
+    explain.seed and any key named seed, random_state or *_seed nested
+    anywhere (e.g. model.params.random_state).
+
+    Args:
+        config: section name -> section (a dict, or a pydantic section).
+
+    Returns:
+        {"split.seed": 42, "model.params.random_state": 7, ...}, sorted by path.
+    """
+    found: dict[str, object] = {}
+
+    def walk(value, path: str) -> None:
+        if hasattr(value, "model_dump"):
+            value = value.model_dump(mode="json")
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                where = f"{path}.{key}" if path else str(key)
+                if _SEED_KEY.match(str(key)) and not isinstance(item, (Mapping, list)):
+                    found[where] = item
+                else:
+                    walk(item, where)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, f"{path}[{index}]")
+
+    walk(config, "")
+    return dict(sorted(found.items()))

@@ -215,7 +215,13 @@ def engineer(train: pd.DataFrame, validation: pd.DataFrame, features: FeaturesSe
     for name, frame in (("train", train), ("validation", validation)):
         if LABEL not in frame.columns:
             raise DataError(f"{name}: no {LABEL!r} column; pass split_data's {name} output")
-    raw_train = input_frame(train)
+    unknown = [c for c in features.exclude if c not in train.columns or c == LABEL]
+    if unknown:
+        raise ConfigError(f"features.exclude: {unknown} are not feature columns of train; columns are: "
+                          f"{', '.join(map(str, input_frame(train).columns[:30]))}")
+    # Excluded columns (sensitive attributes) stay in the splits for the fairness
+    # assessment; the transformer never sees them, so the served model cannot ask for them.
+    raw_train = input_frame(train).drop(columns=features.exclude)
     if raw_train.shape[1] == 0:
         raise DataError(f"train: there are no feature columns besides {LABEL!r}; check data.drop_columns")
     if len(raw_train) == 0:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -160,6 +161,8 @@ def build_context(
     generated_at: str,
     model_name: str = "",
     search=None,
+    fairness=None,
+    explainer=None,
 ) -> dict[str, Any]:
     """Everything the templates show, as plain data (also handy to test or export).
 
@@ -173,6 +176,8 @@ def build_context(
         generated_at: the timestamp printed on the card; the only varying part.
         model_name: the registry name the model is published under (registry.model_name).
         search: the tune stage's `search` Dataset, when the parameters came from a search.
+        fairness: assess_fairness's Metrics (group metrics and gate in its metadata), when assessed.
+        explainer: explain_model's explainer Artifact (method and global attributions in its metadata).
     """
     summary = read_summary(profile_summary)
     raw_meta = dict(raw.metadata or {})
@@ -231,10 +236,13 @@ def build_context(
             train_rows=train_rows, metrics=scores, task=task,
         ),
         "search": search_context(search),
+        "fairness": fairness_context(fairness),
+        "explainability": explainability_context(explainer),
         "lineage": [
             artifact_lineage(name, art)
-            for name, art in (("raw", raw), ("profile_summary", profile_summary), ("trained_model", trained_model), ("metrics", metrics))
-            + ((("search", search),) if search is not None else ())
+            for name, art in (("raw", raw), ("profile_summary", profile_summary), ("trained_model", trained_model), ("metrics", metrics),
+                              ("search", search), ("fairness", fairness), ("explainer", explainer))
+            if art is not None
         ],
     }
 
@@ -263,6 +271,57 @@ def search_context(search) -> dict | None:
                  "params": ", ".join(f"{k}={_fmt(v)}" for k, v in sorted((t.get("params") or {}).items()))}
                 for t in trials[:MAX_TRIALS_SHOWN]],
     }
+
+
+def fairness_context(fairness) -> dict | None:
+    """The Fairness section: the gate, disparity metrics with intervals, notes and plots."""
+    if fairness is None:
+        return None
+    from keel.components.fairness.fairness import card_figures, card_summary
+
+    meta = dict(fairness.metadata or {})
+    result, gate = meta.get("fairness") or {}, meta.get("gate") or {}
+    sensitive = [str(c) for c in result.get("sensitive") or []]
+    if not sensitive:
+        return {"sensitive": [], "passed": True}
+    notes = [str(line) for line in gate.get("failures") or []]
+    notes += [f"{column}: demographic parity ratio below 0.8 (the four-fifths rule); reported, not a configured limit"
+              for column, ok in sorted((result.get("four_fifths") or {}).items()) if ok is False and not gate.get("min", {}).get("demographic_parity_ratio")]
+    mitigation = result.get("mitigation") or {}
+    if mitigation.get("note"):
+        notes.append(str(mitigation["note"]))
+    figures = card_figures(result)
+    return {
+        "sensitive": sensitive, "passed": bool(gate.get("passed")), "confidence": result.get("confidence", 0.95),
+        "rows": card_summary(result), "notes": notes, "figures": figures, "figures_md": [figure_markdown(f) for f in figures],
+    }
+
+
+def explainability_context(explainer) -> dict | None:
+    """The Explainability section: method, global attributions per input column, and the plot."""
+    if explainer is None:
+        return None
+    from keel.components.explain.explain import card_summary
+    from keel.components.explain.plots import card_figures
+
+    meta = dict(explainer.metadata or {})
+    figures = card_figures(meta)
+    return {
+        "method": meta.get("method") or "not recorded", "rows_explained": meta.get("rows"),
+        "rows": card_summary(meta), "figures": figures, "figures_md": [figure_markdown(f) for f in figures],
+    }
+
+
+_IMG = re.compile(r'<img[^>]*?alt="([^"]*)"[^>]*?src="(data:image/png;base64,[A-Za-z0-9+/=]+)"')
+
+
+def figure_markdown(figure_html: str) -> str:
+    """An inline-PNG <figure> as a Markdown image (the dashboard's Markdown viewer shows data: URIs)."""
+    match = _IMG.search(figure_html)
+    if not match:
+        raise DataError("model card: a figure holds no inline PNG <img alt=... src=data:...>; it cannot go into the Markdown card")
+    alt = html.unescape(match[1]).replace("[", "(").replace("]", ")")
+    return f"![{alt}]({match[2]})"
 
 
 def _fmt(value) -> str:
@@ -319,12 +378,15 @@ def write_model_card(
     generated_at: str | None = None,
     model_name: str = "",
     search=None,
+    fairness=None,
+    explainer=None,
 ) -> dict:
     """Builds and writes the card; returns the title, the inputs' lineage rows and both files' hashes."""
     generated_at = generated_at or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     context = build_context(
         raw=raw, profile_summary=profile_summary, trained_model=trained_model, metrics=metrics,
         target=target, card=card, generated_at=generated_at, model_name=model_name, search=search,
+        fairness=fairness, explainer=explainer,
     )
     markdown, page = render(context)
     storage.write_bytes(md_path, markdown.encode())

@@ -19,6 +19,8 @@ def write_model_card(
     card_md: Output[Markdown],
     card_html: Output[HTML],
     search: Optional[Input[Dataset]] = None,
+    fairness: Optional[Input[Metrics]] = None,
+    explainer: Optional[Input[Artifact]] = None,
 ):
     """Documents the trained model: details, intended use, factors, metrics, data, ethics, caveats, lineage.
 
@@ -33,6 +35,8 @@ def write_model_card(
         card_md: the card as Markdown (rendered by the Kubeflow dashboard).
         card_html: the card as a self-contained HTML page.
         search: the tune step's trials, when the parameters came from a search (tuned pipeline).
+        fairness: assess_fairness's group metrics and gate (the Fairness section, with plots).
+        explainer: explain_model's explainer (the Explainability section: method, global attributions, plot).
     """
     from keel.components._common import lineage
     from keel.components._common.config import ModelCardSection, RegistrySection, TargetSection
@@ -46,6 +50,7 @@ def write_model_card(
             raw=raw, profile_summary=profile_summary, trained_model=trained_model, metrics=metrics,
             target=target_cfg, card=card_cfg, md_path=card_md.path, html_path=card_html.path,
             model_name=RegistrySection.parse(registry, "registry").model_name, search=search,
+            fairness=fairness, explainer=explainer,
         )
         parents = [{"name": r["name"], "uri": r["uri"], "content_hash": r["content_hash"]} for r in result["lineage"]]
         for artifact, digest in ((card_md, result["md_hash"]), (card_html, result["html_hash"])):

@@ -59,9 +59,10 @@ def register_image_model(
         registered = register_image(inputs, config, registry_cfg, card)
         write_local_copy(registered, bundle.path)
         bundle.metadata.update({"model_name": registered.model_name, "version": registered.label,
-                                "registry_uri": registered.uri, "bundle_hash": registered.manifest["bundle_hash"]})
+                                "registry_uri": registered.uri, "bundle_hash": registered.manifest["bundle_hash"],
+                                "stage": registered.stage, "gates": registered.gates})
         bundle.metadata.update(lineage.stamp(content_hash=registered.manifest["bundle_hash"],
                                              parents=[lineage.parent(n, inputs[n]) for n in IMAGE_INPUTS],
                                              params=registry_cfg.model_dump(mode="json")))
-        print(f"registered {registered.model_name} {registered.label} at {registered.uri}", flush=True)
+        print(f"registered {registered.model_name} {registered.label} at {registered.uri} ({registered.stage})", flush=True)
         return registered.label

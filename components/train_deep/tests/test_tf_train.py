@@ -135,7 +135,11 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_o
 
     resumed = tf_train.train_image(spec)
     assert resumed["training"]["resumed_from_epoch"] == 2
-    assert without_seconds(resumed["history"]) == without_seconds(straight["history"])
+    # Epoch 1 of the resumed history ran in the killed child process, whose intra-op thread pool need
+    # not match this (pytest worker) process's: op determinism fixes the order of a reduction for a
+    # given pool, not across pools, so losses agree to float32 noise, as the served outputs below.
+    for got, want in zip(without_seconds(resumed["history"]), without_seconds(straight["history"]), strict=True):
+        assert got == pytest.approx(want, rel=0, abs=1e-5)
     np.testing.assert_allclose(served(tmp_path / "killed", mnist), served(tmp_path / "straight", mnist), rtol=0, atol=1e-5)
     assert not pointer.exists()
 
