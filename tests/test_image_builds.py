@@ -160,7 +160,8 @@ def test_the_docker_runner_matches_the_subprocess_runner(built, podman_api, tmp_
     base = load_config(DEFAULT_CONFIG)
     results = {}
     for runner in ("docker", "local"):
-        cfg = with_overrides(base, {"data.sample_rows": 1500, "registry.store": str(tmp_path / runner)})
+        # No fairness limit: on 300 test rows the equalized odds gap is noise, and registration is what is compared.
+        cfg = with_overrides(base, {"data.sample_rows": 1500, "registry.store": str(tmp_path / runner), "fairness.max": {}})
         results[runner] = run_local(cfg, runner=runner, warm_start=False, cache=False)
     docker, local = results["docker"], results["local"]
     assert set(docker.steps) == set(local.steps) and all(s.status == "SUCCESS" for s in docker.steps.values())

@@ -184,7 +184,8 @@ def test_keel_runs_and_keel_report(recorded, tmp_path, capsys):
 
     out = tmp_path / "pages" / "run.html"
     assert saved_runs.keel("report", saved_runs.RUN_ID, "--store", str(saved.store), "--out", str(out)) == 0
-    assert capsys.readouterr().out.strip() == str(out)
+    page, completeness = capsys.readouterr().out.strip().splitlines()
+    assert page == str(out) and completeness == "lineage: 18/18 artifacts complete (100%)"
     hrefs = re.findall(r'href="([^"]+)"', out.read_text())
     assert hrefs and all(not h.startswith("/") and "://" not in h for h in hrefs)  # relative: the page can move with the runs
     assert all((out.parent / h).exists() for h in hrefs)
