@@ -185,43 +185,36 @@ def _bundle_key(environ: Mapping[str, str]) -> BundleKey | None:
 
 
 def _signing_key(environ: Mapping[str, str]):
-    found = _secret_text(environ, "KEEL_SIGNING_KEY")
-    if found is None:
-        return None
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    source, data = found
-    if data.lstrip().startswith(b"-----BEGIN"):
-        try:
-            key = serialization.load_pem_private_key(data.strip(), password=None)
-        except (ValueError, TypeError) as err:
-            # The message from cryptography names the format problem, never the key material.
-            raise ConfigError(f"{source}: is not an unencrypted PKCS8 PEM private key ({type(err).__name__}); "
-                              f"{_KEYGEN_HINT}") from None
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ConfigError(f"{source}: is a {type(key).__name__.lstrip('_')}, not an Ed25519 key; {_KEYGEN_HINT}")
-        return key
-    return Ed25519PrivateKey.from_private_bytes(_raw_32(source, data))
+    return _ed25519_key(environ, "KEEL_SIGNING_KEY", private=True)
 
 
 def _verify_key(environ: Mapping[str, str]):
-    found = _secret_text(environ, "KEEL_VERIFY_KEY")
+    return _ed25519_key(environ, "KEEL_VERIFY_KEY", private=False)
+
+
+def _ed25519_key(environ: Mapping[str, str], variable: str, *, private: bool):
+    """The Ed25519 key in `variable` (or its _FILE): PEM (PKCS8 private / SubjectPublicKeyInfo) or 32 raw bytes."""
+    found = _secret_text(environ, variable)
     if found is None:
         return None
     from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
     source, data = found
+    kind = Ed25519PrivateKey if private else Ed25519PublicKey
     if data.lstrip().startswith(b"-----BEGIN"):
         try:
-            key = serialization.load_pem_public_key(data.strip())
+            key = (serialization.load_pem_private_key(data.strip(), password=None) if private
+                   else serialization.load_pem_public_key(data.strip()))
         except (ValueError, TypeError) as err:
-            raise ConfigError(f"{source}: is not a PEM public key ({type(err).__name__}); {_KEYGEN_HINT}") from None
-        if not isinstance(key, Ed25519PublicKey):
+            # The message from cryptography names the format problem, never the key material.
+            what = "an unencrypted PKCS8 PEM private key" if private else "a PEM public key"
+            raise ConfigError(f"{source}: is not {what} ({type(err).__name__}); {_KEYGEN_HINT}") from None
+        if not isinstance(key, kind):
             raise ConfigError(f"{source}: is a {type(key).__name__.lstrip('_')}, not an Ed25519 key; {_KEYGEN_HINT}")
         return key
-    return Ed25519PublicKey.from_public_bytes(_raw_32(source, data))
+    raw = _raw_32(source, data)
+    return Ed25519PrivateKey.from_private_bytes(raw) if private else Ed25519PublicKey.from_public_bytes(raw)
 
 
 def _flag(environ: Mapping[str, str], variable: str) -> bool:
