@@ -238,6 +238,13 @@ def write_partition(uri: str, table: str, data: pa.Table, *, partition_column: s
                             f"fall outside the partition {partition_value!r}; refusing to mix partitions")
     with connect(uri) as conn:
         try:
+            with conn.cursor() as cursor:
+                # Partitions of one backfill write in parallel: the first writers would race to
+                # CREATE the table (Postgres answers the loser "type ... already exists"). A
+                # transaction-scoped advisory lock per table makes each write see the table's
+                # state after the previous one's commit; it is released by commit or rollback.
+                cursor.execute("SELECT pg_advisory_xact_lock(hashtext($1))", parameters=(f"keel-write-back:{table}",))
+                cursor.fetchall()
             existing = table_columns(conn, table)
             if existing is not None:
                 missing, extra = set(existing) - set(data.column_names), set(data.column_names) - set(existing)

@@ -166,6 +166,42 @@ def test_write_back_replaces_a_partition_and_leaves_the_others(pg):
     assert got == [{"day": "2013-01-01", "n": 3, "s": 30.0}, {"day": "2013-01-02", "n": 4, "s": 6.0}]
 
 
+def test_parallel_first_writes_to_a_new_table_all_land(pg):
+    """Backfill partitions run in parallel; all of the first writers find no table, and all must succeed."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    table = "features_parallel"
+    sql(pg, f"DROP TABLE IF EXISTS {table}")
+    days = [f"2013-01-{d:02d}" for d in range(1, 13)]
+    ready = threading.Barrier(len(days))
+    real_columns = postgres.table_columns
+
+    def columns_then_wait(conn, name):
+        found = real_columns(conn, name)
+        # Unserialized writers all get here having found no table, then all create it: the race.
+        # Serialized ones never meet (the others wait on the table's lock), so the rendezvous is
+        # abandoned and each goes on: a bound on a meeting, not a timing assertion.
+        try:
+            ready.wait(timeout=5)
+        except threading.BrokenBarrierError:
+            pass
+        return found
+
+    def write(day):
+        return postgres.write_partition(pg, table, _partition(day, 3), partition_column="day", partition_value=day)
+
+    postgres.table_columns = columns_then_wait
+    try:
+        with ThreadPoolExecutor(len(days)) as pool:
+            results = list(pool.map(write, days))
+    finally:
+        postgres.table_columns = real_columns
+    assert [r["rows_written"] for r in results] == [3] * len(days)
+    count = pa.Table.from_batches(list(postgres.stream(pg, f"SELECT count(DISTINCT day) AS d, count(*) AS n FROM {table}")))
+    assert count.to_pylist() == [{"d": len(days), "n": 3 * len(days)}]
+
+
 def test_write_back_refuses_rows_outside_the_partition_and_changed_columns(pg):
     table = "features_checked"
     sql(pg, f"DROP TABLE IF EXISTS {table}")
