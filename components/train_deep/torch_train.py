@@ -138,6 +138,9 @@ def _epoch_batches(spec: TrainSpec, x, y, epoch: int, device: torch.device, rank
         loader = torch.utils.data.DataLoader(
             _BatchDataset(x, y), batch_size=None, sampler=shards, collate_fn=_collate,
             num_workers=spec.workers, pin_memory=device.type == "cuda", persistent_workers=False,
+            # A worker forked from a process whose other libraries run threads (TensorFlow's pools, a
+            # step server) can segfault; forkserver workers start from a clean, single-threaded parent.
+            multiprocessing_context="forkserver" if spec.workers else None,
         )
         for bx, by in loader:
             yield bx.to(device, non_blocking=True), by.to(device, non_blocking=True)

@@ -137,10 +137,12 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_o
     assert resumed["training"]["resumed_from_epoch"] == 2
     # Epoch 1 of the resumed history ran in the killed child process, whose intra-op thread pool need
     # not match this (pytest worker) process's: op determinism fixes the order of a reduction for a
-    # given pool, not across pools, so losses agree to float32 noise, as the served outputs below.
+    # given pool, not across pools, so losses agree to float32 noise.
     for got, want in zip(without_seconds(resumed["history"]), without_seconds(straight["history"]), strict=True):
         assert got == pytest.approx(want, rel=0, abs=1e-5)
-    np.testing.assert_allclose(served(tmp_path / "killed", mnist), served(tmp_path / "straight", mnist), rtol=0, atol=1e-5)
+    # The weights carry epoch 1's float32 noise from the other thread pool (see above): agreement to 1e-4 is
+    # that noise; a resume that replayed a different batch or random draw differs by orders of magnitude more.
+    np.testing.assert_allclose(served(tmp_path / "killed", mnist), served(tmp_path / "straight", mnist), rtol=0, atol=1e-4)
     assert not pointer.exists()
 
 
