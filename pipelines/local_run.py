@@ -441,13 +441,14 @@ def _docker_setup(cfg: TrainingConfig, pipeline_root, step_env: dict, stack: con
     """The config, pipeline root and kfp runner of a run whose steps run in their images."""
     from kfp import local
 
-    from keel.components._common.images import COMPONENT_IMAGES, COMPONENT_MODULES
+    from keel.components._common.images import COMPONENT_IMAGES
     from keel.pipelines import docker_runner
     from keel.pipelines.config import with_overrides
 
     client = docker_runner.connect()
     stack.callback(client.close)
-    docker_runner.check_images(client, {COMPONENT_IMAGES[name] for name in COMPONENT_MODULES})
+    # The images of the steps this pipeline runs: a training run must not need keel-torch built.
+    docker_runner.check_images(client, {COMPONENT_IMAGES[step.replace("-", "_")] for step in steps_for(cfg)})
     # kfp.local mounts only the pipeline root into a step: with a local store, that is the store itself.
     store = cfg.registry.store
     root = Path(pipeline_root or (pipeline_root_for(cfg) if storage.is_s3(store) else store)).resolve()
