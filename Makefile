@@ -43,10 +43,17 @@ $(STAMP): setup.cfg $(CONSTRAINTS) images/no-deps.txt
 run: install
 	$(VENV)/bin/keel run $(CONFIG)
 
+# The Debian packages some tiers need (Chromium, podman, PostgreSQL, Fashion-MNIST): as root the
+# script installs what is missing; otherwise it says which tiers will skip, and pytest ends with
+# one line per skipped tier naming the package that enables it (tests/README.md).
+SYSTEM_PACKAGES := $(PY) tests/testkit/system_packages.py install
+
 test: install
+	@$(SYSTEM_PACKAGES)
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
 test-fast: install
+	@$(SYSTEM_PACKAGES)
 	$(PY) -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
 
 compile: install
@@ -87,18 +94,18 @@ bench: bench-pipeline bench-serve bench-hpo bench-images bench-train bench-compr
 # install it) the bench prints why and reports latency only.
 bench-serve: install
 	@command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null 2>&1 || echo "wrk not installed (apt-get install wrk): no throughput figures"
-	$(PY) tests/bench/serve.py
+	PYTHONPATH=tests $(PY) tests/bench/serve.py
 
 # 1M rows Postgres -> Parquet against pandas.read_sql (needs Debian's postgresql,
 # installed here when missing), then a 500 MB bundle up and down S3 (nanio)
 # against raw minio fput_object/fget_object.
 bench-ingest: install
 	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || apt-get install -y -qq postgresql >/dev/null 2>&1 || echo "postgresql not installed (apt-get install postgresql)"
-	$(PY) tests/bench/ingest.py
-	$(PY) tests/bench/s3.py
+	PYTHONPATH=tests $(PY) tests/bench/ingest.py
+	PYTHONPATH=tests $(PY) tests/bench/s3.py
 
 bench-%: install
-	$(PY) tests/bench/$(subst -,_,$*).py
+	PYTHONPATH=tests $(PY) tests/bench/$(subst -,_,$*).py
 
 lint: install
 	$(VENV)/bin/ruff check $(RUFF_ARGS) components pipelines tests

@@ -80,12 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="serve a registered model on 127.0.0.1 with the KServe predictor", description=(
         "Start the Keel predictor (the same KServe model server as the cluster image) on 127.0.0.1. "
         "MODEL is a registry version (<store>/registry/<model>/v<N>, local or s3://), a model "
-        "(<store>/registry/<model>: its latest version), a bundle directory, or 'latest' (the config's "
-        "registry.store and registry.model_name). Authentication is on when KEEL_SERVE_TOKEN, "
+        "(<store>/registry/<model>: its latest version), a bundle directory, or 'latest' (the most "
+        "recently registered version in the store, whichever model). Authentication is on when KEEL_SERVE_TOKEN, "
         "KEEL_SERVE_TOKEN_FILE or KEEL_SERVE_JWKS_FILE is set; a token is never a command-line value."))
     srv.add_argument("model", nargs="?", default="latest", help="what to serve (default: latest)")
     srv.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default: 8080; 0 picks a free one)")
-    srv.add_argument("--config", help="config whose registry section 'latest' refers to (default: the embedded default config)")
+    srv.add_argument("--config", help="config whose registry.store 'latest' looks in (default: the embedded default config)")
     srv.add_argument("--store", metavar="URI", help="registry.store for 'latest'")
     srv.add_argument("--name", help="name to serve the model under (default: the registered model name)")
     srv.add_argument("--workers", type=int, default=1, help="worker processes sharing the port (default: 1)")
@@ -299,10 +299,13 @@ def cmd_serve(args) -> int:
         raise KeelError(f"--workers: {args.workers}; use 1 or more")
     if args.token_file:
         os.environ["KEEL_SERVE_TOKEN_FILE"] = args.token_file
-    store = model_name = None
-    if args.model == "latest":
-        cfg = load_config(args.config or DEFAULT_CONFIG)
-        store, model_name = args.store or cfg.registry.store, cfg.registry.model_name
+    model = args.model
+    if model == "latest":  # the newest version in the store, whichever model (keel.pipelines.model_ref)
+        from keel.components.register.registry import Registry
+        from keel.pipelines.model_ref import newest
+
+        ref = newest(Registry(args.store or load_config(args.config or DEFAULT_CONFIG).registry.store))
+        model = Registry(ref.store).uri(ref.model_name, ref.version)
 
     def announce(model, sock):
         from keel.components.serve.server import ServeSettings
@@ -313,7 +316,7 @@ def cmd_serve(args) -> int:
               f"at http://{host}:{port}\n  V1: POST /v1/models/{model.name}:predict{'' if model.bundle.modality == 'image' else '  :explain'}\n"
               f"  V2: POST /v2/models/{model.name}/infer  metadata: GET /v2/models/{model.name}\n  auth: {auth}", flush=True)
 
-    return run(args.model, args.name, "127.0.0.1", args.port, args.workers, store=store, registry_name=model_name, on_ready=announce)
+    return run(model, args.name, "127.0.0.1", args.port, args.workers, on_ready=announce)
 
 
 COMMANDS = {"run": cmd_run, "check": cmd_check, "compile": cmd_compile, "tune": cmd_tune, "serve": cmd_serve,

@@ -24,7 +24,7 @@ def add_parsers(sub) -> None:
         "pipeline made from it (hash, URI, who and when), the bundle, its deployment and its stage events; and write "
         "a self-contained HTML page with the graph."))
     lineage.add_argument("model_version", metavar="MODEL_VERSION",
-                         help="latest, v<N>, NAME, or NAME:v<N> (NAME defaults to the config's registry.model_name)")
+                         help="latest (the newest version in the store, any model), v<N> (of the config's registry.model_name), NAME, or NAME:v<N>")
     lineage.add_argument("--out", metavar="PATH", help="the HTML page (default: ./lineage-<model>-v<N>.html)")
     runs = sub.add_parser("runs", help="list the local runs, newest first", description=(
         "List the local runs kept beside a store (<store>/pipeline_root, or ./runs/pipeline_root for an s3:// store): "

@@ -2,7 +2,10 @@
 
 Accepted forms, in this order:
 
-* `latest`, `v3`, `3`: a version of the config's `registry.model_name`;
+* `latest`: the most recently registered version in the store, whichever model
+  (so after `keel run --data any.csv --target y`, `latest` is the model it just
+  registered, not the default config's);
+* `v3`, `3`: a version of the config's `registry.model_name`;
 * `NAME:latest`, `NAME:v3`, `NAME:3`: a version of model NAME;
 * `NAME`: the latest version of model NAME.
 
@@ -22,13 +25,18 @@ _VERSION = re.compile(r"^(latest|v?[1-9][0-9]*)$", re.IGNORECASE)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
 
-def split_ref(ref: str, default_model: str) -> tuple[str, str]:
-    """(model name, version text) of a MODEL_VERSION argument, without touching the registry."""
+def split_ref(ref: str, default_model: str) -> tuple[str | None, str]:
+    """(model name, version text) of a MODEL_VERSION argument, without touching the registry.
+
+    The name is None for a bare `latest`: the newest version of any model in the store.
+    """
     text = (ref or "").strip()
     if not text:
         raise KeelError("MODEL_VERSION: is empty; give latest, v<N>, NAME, or NAME:v<N>")
     if ":" in text:
         name, _, version = text.partition(":")
+    elif text.lower() == "latest":
+        return None, "latest"
     elif _VERSION.match(text):
         name, version = default_model, text
     else:
@@ -59,6 +67,8 @@ def resolve(ref: str, *, store: str | None = None, config: str | None = None) ->
     registry_section = load_config(config or DEFAULT_CONFIG).registry
     name, version_text = split_ref(ref, registry_section.model_name)
     registry = Registry(store or registry_section.store)
+    if name is None:
+        return newest(registry)
     versions = registry.versions(name)
     if not versions:
         raise KeelError(f"{registry.model_uri(name)}: model {name!r} has no registered version; "
@@ -67,3 +77,16 @@ def resolve(ref: str, *, store: str | None = None, config: str | None = None) ->
     if number not in versions:
         raise KeelError(f"{ref}: {name} has no v{number} in {registry.store} (versions: {', '.join(f'v{v}' for v in versions)})")
     return ModelRef(registry.store, name, number)
+
+
+def newest(registry) -> ModelRef:
+    """The most recently registered version in `registry`, whichever model.
+
+    Raises:
+        KeelError: the store holds no registered version (the message says how to register one).
+    """
+    found = registry.newest()
+    if found is None:
+        raise KeelError(f"{registry.root}: no model is registered in this store yet; `keel run` (or `make run`) "
+                        "trains and registers one, or point --store / --config at the store that holds yours")
+    return found

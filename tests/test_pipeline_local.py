@@ -15,6 +15,7 @@ from keel.components.register.registry import Registry
 from keel.pipelines.cli import EXIT_GATE_FAILED, EXIT_STEP_FAILED, main
 from keel.pipelines.config import DEFAULT_CONFIG, load_config, with_overrides
 from keel.pipelines.local_run import STEPS, collect, run_local
+from testkit.system_packages import skip_unless
 
 pytestmark = pytest.mark.slow
 SAMPLE = 3000
@@ -261,7 +262,7 @@ def _chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if shutil.which(name):
             return shutil.which(name)
-    pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
+    skip_unless("chromium")
 
 
 @pytest.mark.parametrize("step, output, heading", [

@@ -179,7 +179,7 @@ def test_the_command_line_defaults():
 
 
 def test_the_command_refuses_a_store_without_the_model(tmp_path):
-    with pytest.raises(KeelError, match="has no registered version"):
+    with pytest.raises(KeelError, match="no model is registered in this store yet"):
         cmd_reproduce(_parse(["reproduce", "latest", "--store", str(tmp_path)]))
 
 

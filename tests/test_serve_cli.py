@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from keel.components._common.testing import make_bundle
-from keel.components.serve.testing import LineReader
+from testkit.models import make_bundle
+from testkit.predictor import LineReader
 
 pytestmark = pytest.mark.slow
 KEEL = str(Path(sys.executable).with_name("keel"))
@@ -22,9 +22,10 @@ KEEL = str(Path(sys.executable).with_name("keel"))
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     store = str(tmp_path_factory.mktemp("store"))
-    # The default config's registry.model_name, so that `latest` finds it.
+    # The default config's model, then one with another name (what a quick-path run registers):
+    # `latest` is the newest version in the store whichever model, not the config's model.
     make_bundle(store, rows=800, model_name="loans-high-risk")
-    make_bundle(store, rows=800, model_name="loans-high-risk", seed=1)
+    make_bundle(store, rows=800, model_name="credit-quick", seed=1)
     return store
 
 
@@ -47,11 +48,11 @@ def _stop(process):
 def test_latest_is_the_newest_version_in_the_configured_store(store):
     process, banner = _serve("--store", store, env={"KEEL_SERVE_TOKEN": "cli-test-token-0123456789"})
     try:
-        assert "serving loans-high-risk v2" in banner and "auth: on" in banner
+        assert "serving credit-quick v1" in banner and "auth: on" in banner
         url = banner.split(" at ", 1)[1].split()[0]
         assert url.startswith("http://127.0.0.1:")
         request = urllib.request.Request(f"{url}/v1/models", headers={"authorization": "Bearer cli-test-token-0123456789"})
-        assert json.loads(urllib.request.urlopen(request, timeout=30).read()) == {"models": ["loans-high-risk"]}
+        assert json.loads(urllib.request.urlopen(request, timeout=30).read()) == {"models": ["credit-quick"]}
     finally:
         _stop(process)
 
@@ -71,7 +72,7 @@ def test_a_version_uri_with_a_token_file_and_another_name(store, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["latest", "--store", "/nonexistent-store"], "has no registered version"),
+    (["latest", "--store", "/nonexistent-store"], "no model is registered in this store yet"),
     (["/tmp"], "not a model bundle"),
 ])
 def test_nothing_to_serve_is_exit_2_with_one_line(args, message):

@@ -239,6 +239,18 @@ def exists(uri: str) -> bool:
             raise
 
 
+def modified_at(uri: str) -> float:
+    """When the file or object at `uri` was written, in seconds since the epoch (S3: its Last-Modified)."""
+    if not is_s3(uri):
+        try:
+            return Path(uri).stat().st_mtime
+        except OSError as err:
+            raise StorageError(f"{uri}: cannot read its modification time ({err.strerror or err})") from err
+    bucket, key = split_s3(uri)
+    with _s3_errors(uri):
+        return s3_client().stat_object(bucket, key).last_modified.timestamp()
+
+
 def read_bytes(uri: str) -> bytes:
     """The object's content; checked against its recorded checksum when it has one.
 

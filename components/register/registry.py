@@ -65,6 +65,8 @@ SIGNATURE = SIGNATURE_FILE  # MANIFEST.sig: beside the manifest, never listed in
 RESERVED = (MANIFEST, SIGNATURE)
 _CLAIMS = ".claims"
 _VERSION_DIR = re.compile(r"^v([1-9][0-9]*)$")
+# registry.model_name's pattern: other entries under registry/ are not models.
+_MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _MAX_ATTEMPTS = 50
 
@@ -285,6 +287,25 @@ class Registry:
     def latest(self, name: str) -> int | None:
         versions = self.versions(name)
         return versions[-1] if versions else None
+
+    def models(self) -> list[str]:
+        """Every model with at least one complete version, sorted by name."""
+        return [n for n in storage.list_names(self.root) if _MODEL_NAME.match(n) and self.versions(n)]
+
+    def newest(self) -> VersionRef | None:
+        """The most recently registered version in the store, whichever model; None when it has none.
+
+        Registration time is when the version's MANIFEST.json was written: it is written once, last,
+        and a version is immutable after. Equal times (S3 keeps whole seconds) go to the later name.
+        """
+        found = []
+        for name in self.models():
+            version = self.latest(name)
+            found.append((storage.modified_at(storage.join(self.uri(name, version), MANIFEST)), name, version))
+        if not found:
+            return None
+        _, name, version = max(found)
+        return VersionRef(self.store, name, version)
 
     def _manifest_bytes(self, name: str, version: int, protection: Protection) -> tuple[bytes, bytes | None]:
         """(MANIFEST.json, MANIFEST.sig or None) as stored; the signature is fetched only when one is checked."""

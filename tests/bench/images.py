@@ -32,7 +32,7 @@ TRIALS = 5
 
 
 def ready_seconds(uri: str, container: bool) -> float:
-    from keel.components.serve.testing import start_predictor
+    from testkit.predictor import start_predictor
 
     launcher = ("podman", "run", "--rm", "-i", "--network", "host", "-v", f"{uri}:/mnt/models:ro", SERVING_IMAGE, "python3")
     started = time.perf_counter()
@@ -56,7 +56,7 @@ def source_changed():
 
 
 def main() -> int:
-    from keel.components._common.testing import make_bundle
+    from testkit.models import make_bundle
 
     cold = {name: build(name, cache=False) for name in ("base", "serving")}
     with source_changed():

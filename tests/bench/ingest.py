@@ -83,7 +83,7 @@ def run_job(mode: str, uri: str, out: Path) -> dict:
 def main() -> int:
     import pyarrow.parquet as pq
 
-    from keel.components._common.testing_postgres import PASSWORD, running_postgres
+    from testkit.postgres import PASSWORD, running_postgres
 
     os.environ["PGPASSWORD"] = PASSWORD
     with running_postgres() as server, tempfile.TemporaryDirectory(prefix="keel-bench-ingest-") as tmp:

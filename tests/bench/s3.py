@@ -11,7 +11,7 @@ down, interleaved and repeated (median of REPEATS):
   as it streams, staging directory renamed into place) against
   `Minio.fget_object` per file.
 
-nanio is started the way the test fixtures start it (testing._start_nanio).
+nanio is started the way the test fixtures start it (testing.start_nanio).
 Prints one BENCH line per figure, exits 0 whatever the result, and removes
 the server and its files.
 """
@@ -42,13 +42,14 @@ def timed(fn) -> float:
 
 
 def main() -> None:
-    from keel.components._common import storage, testing
+    from keel.components._common import storage
+    from testkit import s3 as testing
     from minio import Minio
 
     work = Path(tempfile.mkdtemp(prefix="keel-bench-s3-"))
     proc = None
     try:
-        proc, endpoint, why = testing._start_nanio(work)
+        proc, endpoint, why = testing.start_nanio(work)
         if proc is None:
             print(f"bench-s3: the S3 server did not start: {why}", file=sys.stderr)
             return

@@ -189,7 +189,7 @@ def floors(bundle, frames, v1_bodies, v2_bodies) -> tuple[dict, bool]:
 # -- servers --------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -254,12 +254,12 @@ class Server:
 def start_servers(servers: dict[str, Server], uri: str, workdir: Path, core: int, token: str) -> None:
     """Starts both servers into `servers` one by one, so the caller can stop whatever did start."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_SERVE_")}  # Keel's defaults, nothing inherited
-    port = _free_port()
+    port = free_port()
     servers["keel"] = Server(
         "keel", [sys.executable, "-m", "keel.components.serve", "--model_dir", uri, "--model_name", MODEL_NAME,
                  "--host", "127.0.0.1", "--http_port", str(port)],
         port, {**env, "KEEL_SERVE_TOKEN": token}, workdir / "keel.log", core, {"Authorization": f"Bearer {token}"})
-    port = _free_port()
+    port = free_port()
     servers["bare"] = Server(
         "bare", [sys.executable, str(HERE / "serve_bare.py"), "--model_dir", uri, "--model_name", MODEL_NAME,
                  "--host", "127.0.0.1", "--port", str(port)],
@@ -521,7 +521,7 @@ def main() -> int:
     cores = {client_core, server_core}
     started, busy_before, own_before = time.perf_counter(), _busy_seconds(cores), _own_seconds()
 
-    from keel.components._common.testing import make_bundle
+    from testkit.models import make_bundle
     from keel.components.register.bundle import load_bundle_dir
 
     with tempfile.TemporaryDirectory(prefix="keel-bench-serve-") as tmp:

@@ -3,10 +3,7 @@
 Debian's `chromium` runs headless and is driven over the DevTools protocol
 (websocket-client), so that every error the page causes is seen: console
 errors, uncaught exceptions and the browser's own log (a resource that failed
-to load, a blocked request). Tests load this module by path (the suite runs in
-pytest's importlib mode):
-
-    _spec = importlib.util.spec_from_file_location("browser", Path(__file__).with_name("browser.py"))
+to load, a blocked request). Tests import it as `from testkit import browser`.
 
 `render()` skips the calling test with one line when chromium is not installed.
 """
@@ -22,7 +19,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from testkit.processes import stop_process
+from testkit.system_packages import skip_unless
+
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM_NAMES = ("chromium", "chromium-browser")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
          "--no-default-browser-check", "--disable-extensions", "--mute-audio", "--remote-debugging-port=0")
@@ -74,11 +74,9 @@ def render(html_path: str | Path, screenshot_path: str | Path, *, width: int = 1
     Returns:
         The page's text, title, links and console errors, and the screenshot's path.
     """
-    import pytest
-
     executable = chromium()
     if executable is None:
-        pytest.skip("chromium is not installed (Debian package `chromium`); the page tests need it")
+        skip_unless("chromium")
     html_path = Path(html_path).resolve()
     if not html_path.is_file():
         raise FileNotFoundError(f"{html_path}: no such page to render")
@@ -93,12 +91,7 @@ def render(html_path: str | Path, screenshot_path: str | Path, *, width: int = 1
         with _Session(endpoint, timeout) as session:
             return _load(session, html_path, screenshot_path, width, height)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         log.close()
         shutil.rmtree(profile, ignore_errors=True)
 

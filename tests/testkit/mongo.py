@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from keel.components._common.testing import _free_port, stop_process
+from testkit.processes import free_port, stop_process
 
 START_TIMEOUT_S = 20.0
 # The user the auth fixture provisions (in the admin database, as mongod deployments usually do).
@@ -85,7 +85,7 @@ def mongo_server(tmp_path_factory):
     """A real MongoDB-wire server (SecantusDB, no auth) on 127.0.0.1; yields a MongoServer."""
     _require_secantus()
     workdir = tmp_path_factory.mktemp("mongo")
-    port = _free_port()
+    port = free_port()
     proc = _start(workdir, port=port)
     try:
         yield MongoServer("secantusdb", f"mongodb://127.0.0.1:{port}/?directConnection=true", port)
@@ -101,7 +101,7 @@ def mongo_auth_server(tmp_path_factory):
 
     _require_secantus()
     workdir = tmp_path_factory.mktemp("mongo-auth")
-    port = _free_port()
+    port = free_port()
     # SecantusDB provisions users the mongod way: create them without --auth, then restart with it.
     proc = _start(workdir, port=port)
     try:

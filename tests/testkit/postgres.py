@@ -5,7 +5,7 @@ so tests exercise real credentials; durability is switched off (fsync,
 full_page_writes) because the cluster is deleted at the end of the session.
 Postgres refuses to run as root, so under root (CI containers) the cluster
 belongs to the `postgres` system user the Debian package creates.
-`.ci/run` installs the package. Not used at run time.
+tests/testkit/system_packages.py installs the package.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from keel.components._common.testing import _free_port
+from testkit.processes import free_port
+from testkit.system_packages import missing_reason
 
 USER = "keel"
 PASSWORD = "keel-test-pg-password"
@@ -67,7 +68,7 @@ def running_postgres():
     """
     bin_dir = _bin_dir()
     if bin_dir is None:
-        raise PostgresUnavailable("PostgreSQL is not installed (apt-get install postgresql; .ci/run does)")
+        raise PostgresUnavailable(missing_reason("postgresql"))
     # Not under pytest's basetemp: that is private to the user running pytest, which the server user is not.
     workdir = Path(tempfile.mkdtemp(prefix="keel-pg-"))
     data, pwfile = workdir / "data", workdir / "pw"
@@ -82,7 +83,7 @@ def running_postgres():
                     "--auth-local=trust", "-E", "UTF8", "--no-sync", "--no-instructions"])
         if init.returncode:
             raise RuntimeError(f"initdb failed: {init.stderr[-800:]}")
-        port = _free_port()
+        port = free_port()
         options = f"-h 127.0.0.1 -p {port} -k {workdir} -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
         start = run([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(workdir / "log"), "-w", "-t", "60", "start"])
         if start.returncode:

@@ -1,7 +1,6 @@
 """Helpers for tests and benchmarks of the predictor: real server processes and request bodies.
 
-Shipped with the package (like keel.components._common.testing) so that the
-test suite and `make bench-serve` drive the predictor the same way.
+The test suite and `make bench-serve` drive the predictor the same way through these.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ from bson import Decimal128, ObjectId
 
 from keel.components._common.errors import ConfigError, DataError, StorageError
 from keel.components._common.mongo_source import PASSWORD_ENV, read_collection, redact_uri
-from keel.components._common.testing import _free_port
-from keel.components._common.testing_mongo import AUTH_PASSWORD, AUTH_USER
+from testkit.processes import free_port
+from testkit.mongo import AUTH_PASSWORD, AUTH_USER
 
 UTC = dt.timezone.utc
 
@@ -137,7 +137,7 @@ def test_dotted_field_name_colliding_with_nested_field_names_both(mongo):
 def test_unreachable_host_fails_within_the_timeout_naming_host_and_port():
     import time
 
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     started = time.monotonic()
     with pytest.raises(StorageError, match=rf"cannot reach a MongoDB server at 127\.0\.0\.1:{port} within 0\.5 s"):
         read_collection(f"mongodb://127.0.0.1:{port}/db?directConnection=true", "c", timeout_s=0.5)

@@ -9,7 +9,7 @@ import pytest
 
 from keel.components._common import postgres, tables
 from keel.components._common.errors import ConfigError, DataError, StorageError
-from keel.components._common.testing_postgres import PASSWORD
+from testkit.postgres import PASSWORD
 
 
 def sql(uri, *statements):
@@ -100,9 +100,9 @@ def test_wrong_password_names_the_fix_and_never_echoes_the_password(postgres_ser
 
 
 def test_an_unreachable_server_fails_within_the_connect_timeout(pg):
-    from keel.components._common.testing import _free_port
+    from testkit.processes import free_port
 
-    closed = f"postgresql://keel@127.0.0.1:{_free_port()}/keel"
+    closed = f"postgresql://keel@127.0.0.1:{free_port()}/keel"
     with pytest.raises(StorageError, match="cannot connect .*check host, port, database"):
         list(postgres.stream(closed, "SELECT 1"))
 

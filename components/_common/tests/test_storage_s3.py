@@ -15,7 +15,7 @@ import pytest
 import xxhash
 from keel.components._common import storage
 from keel.components._common.errors import DataError, StorageError
-from keel.components._common.testing import SECRET_KEY
+from testkit.s3 import SECRET_KEY
 
 MIB = 1 << 20
 SMALL_PART = 5 * MIB  # S3's minimum part size

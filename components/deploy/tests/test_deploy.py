@@ -3,7 +3,7 @@
 No Kubernetes API server can run on this machine (no cluster, no envtest
 binaries, no network), so `apply` is tested against a small HTTP server that
 answers the two calls it makes (POST create, PATCH merge) and records them
-(`keel.components._common.testing.KubeApiStandIn`).
+(`testkit.kube.KubeApiStandIn`).
 Everything else here is real: the kserve SDK models, the schema check, the
 kubernetes client and its kubeconfig loading, and the registry with its stage
 log on an S3 server (nanio), since a cluster only deploys from a remote store.

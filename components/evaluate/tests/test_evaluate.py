@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from keel.components._common import tables
-from keel.components._common.testing import stage_inputs
+from testkit.models import stage_inputs
 from keel.components._common.config import EvaluationSection, ModelSection, TargetSection
 from keel.components._common.errors import ConfigError, DataError
 from keel.components._common.target import LABEL

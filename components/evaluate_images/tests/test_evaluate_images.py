@@ -12,6 +12,7 @@ from keel.components._common.config import EvaluationSection
 from keel.components._common.errors import ConfigError, DataError
 from keel.components._common.image_data import ImageSet, write_npz
 from keel.components.evaluate import vision_metrics as vm
+from testkit.system_packages import skip_unless
 from keel.components.evaluate_images.evaluate_images import (
     check_test_set, evaluate_image_files, evaluate_image_model, predict_logits)
 
@@ -215,7 +216,7 @@ def test_report_renders_in_a_real_browser(untrained_dir, test_npz, tmp_path):
 
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if not browser:
-        pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
+        skip_unless("chromium")
     out = tmp_path / "report.html"
     evaluate_image_files(str(untrained_dir), str(test_npz), NO_GATE, str(out))
     probe = "<script>addEventListener('load',()=>{document.body.dataset.brokenImages=[...document.images].filter(i=>!i.naturalWidth).length})</script>"

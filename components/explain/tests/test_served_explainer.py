@@ -10,12 +10,12 @@ import pytest
 from keel.components._common.config import ExplainSection, TargetSection
 from keel.components._common.errors import DataError
 from keel.components._common.target import LABEL
-from keel.components._common.testing import make_bundle
+from testkit.models import make_bundle
 from keel.components.explain.explain import explain
 from keel.components.register.registry import Registry
 from keel.components.serve.model import KeelModel
 from keel.components.serve.server import load_model_bundle
-from keel.components.serve.testing import plain
+from testkit.predictor import plain
 from keel.components.serve.transform import request_frame
 
 BACKGROUND = 5
@@ -98,7 +98,7 @@ def test_a_spec_that_does_not_fit_is_refused_at_load(store, plain_bundle, permut
 
 @pytest.mark.slow
 def test_the_served_predictor_explains_with_the_registered_method(store, plain_bundle, permutation_spec, rows):
-    from keel.components.serve.testing import start_predictor
+    from testkit.predictor import start_predictor
 
     predictor = start_predictor(_publish(store, plain_bundle, "loans-http", permutation_spec))
     try:

@@ -12,9 +12,9 @@ from keel.components._common import image_data
 from keel.components._common.errors import DataError
 from keel.components._common.vision_config import ImageDataSection
 from keel.components.ingest_images.split import ingest
+from testkit.system_packages import mark_needs
 
-needs_fashion = pytest.mark.skipif(not image_data.FASHION_MNIST_DIR.is_dir(),
-                                   reason="Debian's dataset-fashion-mnist is not installed (.ci/run installs it)")
+needs_fashion = mark_needs("dataset-fashion-mnist")
 
 
 def outputs(tmp_path) -> dict:

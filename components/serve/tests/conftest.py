@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from keel.components.serve.testing import TOKEN, Predictor, plain, start_predictor
+from testkit.predictor import TOKEN, Predictor, plain, start_predictor
 
 
 @pytest.fixture(scope="session")
 def bundle_uri(tmp_path_factory) -> str:
     """A model registered by the real schema/features/train/registry code (gradient boosting, binary)."""
-    from keel.components._common.testing import make_bundle
+    from testkit.models import make_bundle
 
     return make_bundle(str(tmp_path_factory.mktemp("store")), rows=2000, model_name="loans-test")
 

@@ -19,7 +19,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from keel.components.serve.testing import start_predictor
+from testkit.predictor import start_predictor
 
 pytestmark = pytest.mark.slow
 

@@ -12,14 +12,14 @@ from kserve.errors import InvalidInput
 
 from keel.components._common.config import FeaturesSection
 from keel.components._common.errors import ConfigError, DataError, StorageError
-from keel.components._common.testing import LOANS_LEAKY, make_bundle
+from testkit.models import LOANS_LEAKY, make_bundle
 from keel.components.features.features import engineer
 from keel.components.serve.auth import Authenticator, authenticator_from_env
 from keel.components.serve.http import route_of
 from keel.components.serve.inputs import InputSchema, Policy
 from keel.components.serve.model import KeelModel
 from keel.components.serve.server import ServeSettings, load_model_bundle
-from keel.components.serve.testing import plain
+from testkit.predictor import plain
 from keel.components.serve.transform import CompiledFeatures, ServingFeatures, request_frame, self_check
 
 

@@ -60,7 +60,7 @@ def test_arbitrary_json_bodies(secured, body):
 @FUZZ
 @given(data=st.data())
 def test_v2_tensors_with_generated_fields(secured, bundle, columns, data):
-    from keel.components.serve.testing import v2_body
+    from testkit.predictor import v2_body
 
     body = v2_body(bundle.schema, [dict(r) for r in data.draw(st.lists(st.sampled_from(list(range(5))), min_size=1, max_size=3))
                                    and [{c: None for c in columns}]])

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from keel.components.serve.testing import TOKEN, start_predictor, v2_body
+from testkit.predictor import TOKEN, start_predictor, v2_body
 
 pytestmark = pytest.mark.slow
 

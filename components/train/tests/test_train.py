@@ -13,7 +13,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from keel.components._common import tables
-from keel.components._common.testing import stage_inputs
+from testkit.models import stage_inputs
 from keel.components._common.config import ModelSection, TargetSection
 from keel.components._common.errors import ConfigError, DataError
 from keel.components._common.target import LABEL

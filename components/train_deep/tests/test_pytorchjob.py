@@ -1,7 +1,7 @@
 """Distributed training on a cluster: the PyTorchJob (pytorchjob.py) and the step that submits it (job_component.py).
 
 No Kubernetes API server or training operator can run on this machine, so
-submission is tested against the `kube_api` stand-in (components/_common/testing.py):
+submission is tested against the `kube_api` stand-in (tests/testkit/kube.py):
 a local HTTP server that answers the custom-object calls the real kubernetes
 client makes, in order, and records them. Everything else is real: the
 kubeflow-training SDK's models, the kubernetes client and its kubeconfig

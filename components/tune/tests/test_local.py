@@ -23,7 +23,7 @@ import pytest
 from keel.components._common import tables
 from keel.components._common.config import ModelSection, TargetSection, TuneSection
 from keel.components._common.errors import ConfigError, DataError
-from keel.components._common.testing import stage_inputs
+from testkit.models import stage_inputs
 from keel.components.tune import local
 from keel.components.tune.experiment import TrialData, build_experiment, experiment_dict
 from keel.components.tune.local import SearchResult, TrialRecord, run_local, trials_table
