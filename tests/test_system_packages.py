@@ -76,3 +76,10 @@ def test_the_script_runs_on_the_bare_interpreter_before_any_venv():
                             text=True, timeout=60)
     assert listed.returncode == 0, listed.stderr
     assert {line.split()[0] for line in listed.stdout.splitlines()} == set(sp.PACKAGES)
+
+
+def test_a_package_that_could_not_run_here_is_reported_so_even_when_missing(only):
+    # An unprivileged container: podman is not installed because it could not run, so "apt-get install" is no fix.
+    only(fake(present=False, unusable="no mount namespace"))
+    assert sp.missing_reason("fake-pkg").startswith("system package 'fake-pkg' cannot run here")
+    assert sp.skipped_tiers([sp.missing_reason("fake-pkg")])[0].endswith("cannot run here: no mount namespace")

@@ -48,8 +48,8 @@ def _can_run_containers() -> str | None:
         return None  # rootless podman: its own checks say what is wrong
     probe = subprocess.run(["unshare", "--mount", "--pid", "--fork", "true"], capture_output=True, text=True)
     if probe.returncode:
-        return ("this machine cannot make a mount namespace (unshare: "
-                f"{(probe.stderr.strip().splitlines() or ['failed'])[-1]}); inside a container run it --privileged")
+        return ("this machine cannot make a mount namespace ("
+                f"{(probe.stderr.strip().splitlines() or ['unshare failed'])[-1]}); inside a container run it --privileged")
     return None
 
 
@@ -83,12 +83,12 @@ PACKAGES = {p.name: p for p in (
 def missing_reason(name: str) -> str | None:
     """The skip reason when package `name` is missing or unusable here, else None."""
     package = PACKAGES[name]
+    why = package.unusable()  # first: installing it would not help
+    if why:
+        return f"system package '{name}' cannot run here ({package.tier}): {why}"
     if package.missing():
         return (f"system package '{name}' is not installed ({package.tier}): "
                 f"`apt-get install {' '.join(package.apt)}`, or run `make test` as root")
-    why = package.unusable()
-    if why:
-        return f"system package '{name}' cannot run here ({package.tier}): {why}"
     return None
 
 
@@ -122,7 +122,7 @@ def skipped_tiers(reasons: list[str]) -> list[str]:
     lines = []
     for name, count in sorted(by_package.items()):
         package = PACKAGES[name]
-        why = package.unusable() if not package.missing() else None
+        why = package.unusable()
         fix = f"cannot run here: {why}" if why else f"enable with `apt-get install {' '.join(package.apt)}` (or `make test` as root)"
         lines.append(f"{package.tier}: {count} test(s) skipped; system package '{name}': {fix}")
     lines += [f"{count} test(s) skipped: {reason}" for reason, count in sorted(others.items())]

@@ -137,12 +137,18 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_o
     assert resumed["training"]["resumed_from_epoch"] == 2
     # Epoch 1 of the resumed history ran in the killed child process, whose intra-op thread pool need
     # not match this (pytest worker) process's: op determinism fixes the order of a reduction for a
-    # given pool, not across pools, so losses agree to float32 noise.
+    # given pool, not across pools, so losses agree to float32 noise grown over 15 steps (1e-7 relative
+    # on one machine, 6e-5 in a fresh container).
     for got, want in zip(without_seconds(resumed["history"]), without_seconds(straight["history"]), strict=True):
-        assert got == pytest.approx(want, rel=0, abs=1e-5)
-    # The weights carry epoch 1's float32 noise from the other thread pool (see above): agreement to 1e-4 is
-    # that noise; a resume that replayed a different batch or random draw differs by orders of magnitude more.
-    np.testing.assert_allclose(served(tmp_path / "killed", mnist), served(tmp_path / "straight", mnist), rtol=0, atol=1e-4)
+        assert got == pytest.approx(want, rel=1e-3, abs=1e-6)
+    # The weights carry that noise too. What the test is for is a resume that replayed other batches or
+    # random draws: a run with another seed stands for it, and the resumed model must be 10x closer.
+    want = served(tmp_path / "straight", mnist)
+    error = float(np.abs(served(tmp_path / "killed", mnist) - want).max())
+    reseeded = tf_train.train_image(spec_for(mnist, tmp_path / "reseeded", **{**common, "seed": 8}))
+    assert reseeded["history"][-1]["val_loss"] != straight["history"][-1]["val_loss"]
+    wrong = float(np.abs(served(tmp_path / "reseeded", mnist) - want).max())
+    assert error < 1e-3 and error < wrong / 10, (error, wrong)
     assert not pointer.exists()
 
 
