@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import re
 
+from keel.components._common.config import NAME_PATTERN
 from keel.components._common.errors import KeelError
 from keel.components.register.registry import VersionRef as ModelRef  # noqa: F401 (the name callers import)
 
 _VERSION = re.compile(r"^(latest|v?[1-9][0-9]*)$", re.IGNORECASE)
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_NAME = re.compile(NAME_PATTERN)
 
 
 def split_ref(ref: str, default_model: str) -> tuple[str | None, str]:

@@ -18,12 +18,13 @@ import json
 import os
 import re
 
+from keel.components._common.config import NAME_PATTERN
 from keel.components._common.errors import KeelError
 
 # Shown first when a bundle has them; any other metrics fill up to MAIN_METRICS.
 PREFERRED_METRICS = ("roc_auc", "accuracy", "f1", "macro_f1", "r2", "rmse", "mae", "top1_accuracy")
 MAIN_METRICS = 3
-_MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")  # registry.model_name's pattern
+_MODEL_NAME = re.compile(NAME_PATTERN)  # registry.model_name's pattern
 
 
 def add_parsers(sub) -> None:

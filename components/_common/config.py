@@ -14,6 +14,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
+
+# The names of models and datasets: they become path segments in the store and Kubernetes label values.
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
@@ -71,7 +75,7 @@ class DataSection(Section):
     collection: str | None = Field(None, description="mongodb: the collection to read")
     filter: dict[str, Any] = Field(default_factory=dict, description="mongodb: a find() filter document")
     projection: dict[str, Any] | None = Field(None, description="mongodb: a find() projection document")
-    name: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$",
+    name: str | None = Field(None, pattern=NAME_PATTERN,
                              description="Dataset name for versioning (default: the table, collection or file name)")
     version: str | None = Field(None, description="Pin a stored dataset version (sha256:..., or 8+ leading hex digits) instead of reading the source")
     drop_columns: list[str] = Field(default_factory=list, description="Identifiers and columns that leak the target")
@@ -297,7 +301,7 @@ class GovernanceSection(Section):
 
 class RegistrySection(Section):
     store: str = Field("./runs", description="Artifact store: a local directory or s3://bucket/prefix")
-    model_name: str = Field("model", pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+    model_name: str = Field("model", pattern=NAME_PATTERN)
 
 
 class DeploySection(Section):

@@ -26,11 +26,12 @@ import urllib.parse
 from pathlib import Path
 
 from keel.components._common import lineage, storage
+from keel.components._common.config import NAME_PATTERN
 from keel.components._common.errors import ConfigError, DataError, StorageError
 
 DATA_FILE = "data.parquet"
 RECORD_FILE = "record.json"
-NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+NAME = re.compile(NAME_PATTERN)
 _HASH = re.compile(r"^(sha256:)?([0-9a-f]{8,64})$")
 
 

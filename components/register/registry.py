@@ -56,7 +56,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from keel.components._common import lineage, storage
-from keel.components._common.config import RegistrySection
+from keel.components._common.config import NAME_PATTERN, RegistrySection
 from keel.components._common.errors import DataError, StorageError
 from keel.components._common.protect import SIGNATURE_FILE, Protection
 
@@ -66,7 +66,7 @@ RESERVED = (MANIFEST, SIGNATURE)
 _CLAIMS = ".claims"
 _VERSION_DIR = re.compile(r"^v([1-9][0-9]*)$")
 # registry.model_name's pattern: other entries under registry/ are not models.
-_MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_MODEL_NAME = re.compile(NAME_PATTERN)
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _MAX_ATTEMPTS = 50
 
