@@ -201,8 +201,10 @@ def test_two_multi_worker_processes_match_one_process(mnist, tmp_path):
     assert single["training"]["replicas"] == 1
     assert [r["epoch"] for r in relayed] == [1, 2]
     for one, two in zip(single["history"], multi["history"]):
-        for key in ("train_loss", "val_loss", "val_accuracy"):
+        for key in ("train_loss", "val_loss"):
             assert two[key] == pytest.approx(one[key], abs=1e-5), key
+        # Summation-order noise can flip a digit that sits on a decision boundary: one of 400, not more.
+        assert two["val_accuracy"] == pytest.approx(one["val_accuracy"], abs=1.01 / 400)
     # The served logits agree to the all-reduce's summation order, which is the CPU's kernels' (1.3e-7 on
     # one machine, 2e-4 on another); the bound that matters is against the bug the test is for: gradients
     # summed instead of averaged over 2 replicas train like a doubled learning rate.
