@@ -1,5 +1,5 @@
 import sys
 
-from keel.pipelines.cli import main
+from keel.pipelines.cli.main import main
 
 sys.exit(main())

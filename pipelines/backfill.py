@@ -18,7 +18,10 @@ from kfp import dsl
 from keel.components.backfill.component import ingest_partition, plan_partitions, publish_partition
 from keel.components.clean.component import clean_data
 from keel.components.validate.component import validate_data
-from keel.pipelines import credentials
+from keel.pipelines import backfill_run, credentials
+from keel.pipelines.backfill_config import BackfillConfig
+from keel.pipelines.config_files import CONFIG_DIR
+from keel.pipelines.descriptor import PipelineDescriptor
 
 BACKFILL_PIPELINE_NAME = "keel-backfill"
 DEFAULT_PARALLELISM = 4
@@ -56,4 +59,14 @@ def build_backfill_pipeline(parallelism: int = DEFAULT_PARALLELISM, step_env: di
     return backfill_pipeline
 
 
-backfill_pipeline = build_backfill_pipeline()
+PIPELINE = PipelineDescriptor(
+    kind="backfill",
+    config_model=BackfillConfig,
+    build=lambda cfg, local: build_backfill_pipeline(cfg.backfill.parallelism, step_env=local.step_env if local else None),
+    example=CONFIG_DIR / "flights-backfill.yaml",
+    check=backfill_run.check,
+    preflight=backfill_run.checked_run,
+    summary=backfill_run.outcome,
+    cli_overrides=backfill_run.cli_overrides,
+    runners=("local",),
+)

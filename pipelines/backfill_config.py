@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from keel.components._common.config import (
     BackfillSection, CleanSection, DataSection, RegistrySection, TargetSection, ValidationSection,
@@ -34,16 +34,6 @@ class BackfillConfig(BaseModel):
     backfill: BackfillSection
     registry: RegistrySection = Field(default_factory=RegistrySection)
     execution_date: str = Field("", description="The run's logical date (YYYY-MM-DD or ISO timestamp); empty: today, UTC")
-    # The partitions pre-flight planned (a local run's progress and summary); not a parameter.
-    _partitions: list[dict] = PrivateAttr(default_factory=list)
-
-    @property
-    def partitions(self) -> list[dict]:
-        return self._partitions
-
-    @partitions.setter
-    def partitions(self, value: list[dict]) -> None:
-        self._partitions = list(value)
 
     @model_validator(mode="after")
     def _check(self):

@@ -1,4 +1,4 @@
-"""Pre-flight and summary of a backfill run (`keel run` with a `pipeline: backfill` config)."""
+"""The backfill pipeline's pre-flight, `keel check` line, command-line flags and summary."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ import json
 
 from keel.components._common import storage
 from keel.pipelines.backfill_config import BackfillConfig
-
-# kfp task names of one partition, in order (the plan step runs once before them).
-PARTITION_STEPS = ("ingest-partition", "validate-data", "clean-data", "publish-partition")
+from keel.pipelines.descriptor import Checked, Outcome, refuse_flags
 
 
 def preflight_backfill(cfg: BackfillConfig) -> list[dict]:
@@ -27,10 +25,6 @@ def preflight_backfill(cfg: BackfillConfig) -> list[dict]:
     for _ in postgres.stream(cfg.data.source, f"SELECT * FROM ({probe}) AS probe LIMIT 0"):
         pass
     return partitions
-
-
-def step_count(partitions: int) -> int:
-    return 1 + len(PARTITION_STEPS) * partitions
 
 
 def summary_lines(cfg: BackfillConfig, partitions: list[dict], seconds: float, run_dir) -> list[str]:
@@ -56,3 +50,27 @@ def summary_lines(cfg: BackfillConfig, partitions: list[dict], seconds: float, r
     if cfg.backfill.write_back is not None:
         lines.append(f"  written back to Postgres table {cfg.backfill.write_back.table} (one transaction per partition)")
     return lines
+
+
+def check(cfg: BackfillConfig) -> str:
+    partitions = preflight_backfill(cfg)
+    return (f"{len(partitions)} {cfg.backfill.partition} partition(s) {partitions[0]['key']} .. {partitions[-1]['key']} "
+            f"of {cfg.data.dataset_name()} ({cfg.backfill.date_column}); source answers")
+
+
+def checked_run(cfg: BackfillConfig) -> Checked:
+    partitions = preflight_backfill(cfg)
+    return Checked(cfg, f"{len(partitions)} {cfg.backfill.partition} partition(s) {partitions[0]['key']} .. "
+                        f"{partitions[-1]['key']} from {cfg.data.source}; running the backfill pipeline",
+                   loop_iterations=len(partitions), detail=partitions)
+
+
+def outcome(checked: Checked, run, seconds: float) -> Outcome:
+    return Outcome(summary_lines(checked.config, checked.detail, seconds, run.run_dir))
+
+
+def cli_overrides(cfg: BackfillConfig, flags: dict) -> dict:
+    """--store and --execution-date; the training flags are refused."""
+    refuse_flags(flags, ("--store", "--execution-date"), "backfill", "data/backfill sections")
+    fields = {"--store": "registry.store", "--execution-date": "execution_date"}
+    return {fields[flag]: value for flag, value in flags.items() if flag in fields and value is not None}

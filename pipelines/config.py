@@ -1,8 +1,7 @@
-"""The training pipeline's config: one pydantic model, loaded from YAML.
+"""A pipeline config from YAML: the file's `pipeline:` key picks the registered pipeline whose
+pydantic model validates the rest (keel.pipelines.registry); without the key it is a training config.
 
-Each section is defined next to the components in
-keel.components._common.config; this model only composes them, so a
-component and the CLI validate the same thing with the same messages.
+Every problem is one line naming the file and the field.
 """
 
 from __future__ import annotations
@@ -10,112 +9,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
-from keel.components._common.config import (
-    CleanSection,
-    DataSection,
-    DeploySection,
-    EvaluationSection,
-    ExplainSection,
-    FairnessSection,
-    FeaturesSection,
-    GovernanceSection,
-    ModelCardSection,
-    ModelSection,
-    RegistrySection,
-    SplitSection,
-    TuneSection,
-    TargetSection,
-    ValidationSection,
-    format_validation_error,
-)
+from keel.components._common.config import format_validation_error
 from keel.components._common.errors import ConfigError
+from keel.pipelines import registry
+from keel.pipelines.config_files import CONFIG_DIR, DEFAULT_CONFIG, read_yaml
 
-CONFIG_DIR = Path(__file__).parent / "configs"
-DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
-
-# Pipeline parameters, in order: each is one config section passed as a dict.
-SECTIONS = ("data", "target", "validation", "clean", "split", "features", "model", "evaluation", "fairness", "explain",
-            "model_card", "registry", "governance", "deploy")
-
-
-class TrainingConfig(BaseModel):
-    """A training pipeline run: every field is a section of the pipeline's parameters."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field("keel-training", description="Run label shown in logs and the run summary")
-    description: str = ""
-    data: DataSection
-    target: TargetSection
-    validation: ValidationSection = Field(default_factory=ValidationSection)
-    clean: CleanSection = Field(default_factory=CleanSection)
-    split: SplitSection = Field(default_factory=SplitSection)
-    features: FeaturesSection = Field(default_factory=FeaturesSection)
-    model: ModelSection = Field(default_factory=ModelSection)
-    evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
-    fairness: FairnessSection = Field(default_factory=FairnessSection)
-    explain: ExplainSection = Field(default_factory=ExplainSection)
-    model_card: ModelCardSection = Field(default_factory=ModelCardSection)
-    registry: RegistrySection = Field(default_factory=RegistrySection)
-    governance: GovernanceSection = Field(default_factory=GovernanceSection)
-    deploy: DeploySection = Field(default_factory=DeploySection)
-    # Optional: with a `tune` section the run is the tuned training pipeline
-    # (features -> tune -> train), whose extra parameter this is.
-    tune: TuneSection | None = None
-
-    @model_validator(mode="after")
-    def _sensitive_columns(self):
-        """Sensitive columns reach the test split for assessment (the model sees them only when asked to); PII is never a target."""
-        if self.target.column in self.data.pii:
-            raise ValueError(f"data.pii: lists the target column {self.target.column!r}; a model cannot learn a scrubbed target")
-        sensitive = self.fairness.sensitive
-        for column in sensitive:
-            if column == self.target.column:
-                raise ValueError(f"fairness.sensitive: {column!r} is the target column")
-            if column in self.data.drop_columns or column in self.data.pii:
-                where = "data.drop_columns" if column in self.data.drop_columns else "data.pii"
-                raise ValueError(f"fairness.sensitive: {column!r} is removed at ingest by {where}, so it cannot be assessed")
-        if sensitive and not self.fairness.use_in_training:
-            missing = [c for c in sensitive if c not in self.features.exclude]
-            if missing:
-                self.features = self.features.model_copy(update={"exclude": [*self.features.exclude, *missing]})
-        return self
-
-    @property
-    def pipeline_name(self) -> str:
-        """Which compiled pipeline this config runs: `training` or `training-tuned`."""
-        return "training-tuned" if self.tune is not None else "training"
-
-    def pipeline_arguments(self) -> dict[str, dict]:
-        """The pipeline's parameters: one JSON-safe dict per section."""
-        # None means "use the default"; KFP rejects None inside a struct parameter.
-        names = SECTIONS + (("tune",) if self.tune is not None else ())
-        return {name: getattr(self, name).model_dump(mode="json", exclude_none=True) for name in names}
-
-
-PIPELINE_KINDS = ("training", "vision", "backfill")
+__all__ = ["CONFIG_DIR", "DEFAULT_CONFIG", "load_config", "parse_config", "with_overrides"]
 
 
 def parse_config(raw: Any, source: str = "config"):
-    """A TrainingConfig, or a VisionConfig when the file says `pipeline: vision`."""
+    """The config model of the pipeline `raw` names (`pipeline:`), validated."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping of sections ({', '.join(SECTIONS)})")
-    kind = raw.get("pipeline", "training")
-    if kind not in PIPELINE_KINDS:
-        raise ConfigError(f"{source}: pipeline: {kind!r} is not a Keel pipeline; use one of {', '.join(PIPELINE_KINDS)}")
-    model = TrainingConfig
-    if kind == "vision":
-        from keel.pipelines.vision_config import VisionConfig
-
-        model = VisionConfig
-    elif kind == "backfill":
-        from keel.pipelines.backfill_config import BackfillConfig
-
-        model = BackfillConfig
-    raw = {k: v for k, v in raw.items() if not (k == "pipeline" and kind == "training")}
+        raise ConfigError(f"{source}: the top level must be a mapping of sections (a `pipeline:` key names "
+                          f"the pipeline: {', '.join(registry.kinds())}; the default is {registry.DEFAULT_KIND})")
+    kind = raw.get("pipeline", registry.DEFAULT_KIND)
+    if kind not in registry.kinds():
+        raise ConfigError(f"{source}: pipeline: {kind!r} is not a Keel pipeline; use one of {', '.join(registry.kinds())}")
+    model = registry.get(kind).config_model
+    if "pipeline" not in model.model_fields:  # the default kind's model has no `pipeline` field to hold it
+        raw = {k: v for k, v in raw.items() if k != "pipeline"}
     try:
         return model.model_validate(raw)
     except ValidationError as err:
@@ -123,23 +37,11 @@ def parse_config(raw: Any, source: str = "config"):
 
 
 def load_config(path: str | Path):
-    """Reads and validates a YAML config; every problem is one line naming the file and field."""
-    path = Path(path)
-    if not path.exists():
-        examples = ", ".join(sorted(p.name for p in CONFIG_DIR.glob("*.yaml")))
-        raise ConfigError(f"{path}: config file not found (examples in {CONFIG_DIR}: {examples})")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a UTF-8 text file") from None
-    return parse_config(raw, str(path))
+    """Reads and validates a YAML config."""
+    return parse_config(read_yaml(path), str(path))
 
 
-def with_overrides(config: TrainingConfig, overrides: dict[str, Any], source: str = "command line") -> TrainingConfig:
+def with_overrides(config, overrides: dict[str, Any], source: str = "command line"):
     """Applies dotted overrides (`{"target.column": "y"}`) and re-validates."""
     raw = config.model_dump(mode="json")
     for dotted, value in overrides.items():

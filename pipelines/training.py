@@ -29,7 +29,10 @@ from keel.components.split.component import split_data
 from keel.components.train.component import train_model
 from keel.components.tune.component import tune_hyperparameters
 from keel.components.validate.component import validate_data
-from keel.pipelines import credentials
+from keel.pipelines import credentials, training_run
+from keel.pipelines.config_files import CONFIG_DIR, DEFAULT_CONFIG, read_yaml
+from keel.pipelines.descriptor import PipelineDescriptor
+from keel.pipelines.training_config import TrainingConfig
 
 PIPELINE_NAME = "keel-training"
 TUNED_PIPELINE_NAME = "keel-training-tuned"
@@ -209,8 +212,31 @@ def build_training_pipeline(*, tune: bool = False, ingest_cache_key: str | None 
     return training_pipeline
 
 
-training_pipeline = build_training_pipeline()
-training_tuned_pipeline = build_training_pipeline(tune=True)
+def _build(cfg, local):
+    if local is None:
+        return build_training_pipeline(tune=cfg.tune is not None)
+    return build_training_pipeline(tune=cfg.tune is not None, ingest_cache_key=local.ingest_cache_key, step_env=local.step_env)
 
 
-PIPELINES = {"training": training_pipeline, "training-tuned": training_tuned_pipeline}
+def _variants(cfg) -> list[tuple[str, object]]:
+    """Both training pipelines; the tuned one takes the example search when the config has none."""
+    tune = cfg.tune or TrainingConfig.model_validate(read_yaml(TUNED_EXAMPLE)).tune
+    return [("training", cfg.model_copy(update={"tune": None})), ("training-tuned", cfg.model_copy(update={"tune": tune}))]
+
+
+# The tuned pipeline's `tune` defaults when the config has no search of its own.
+TUNED_EXAMPLE = CONFIG_DIR / "loans-tuned.yaml"
+
+PIPELINE = PipelineDescriptor(
+    kind="training",
+    config_model=TrainingConfig,
+    build=_build,
+    example=DEFAULT_CONFIG,
+    check=training_run.check,
+    preflight=training_run.checked_run,
+    summary=training_run.outcome,
+    cli_overrides=training_run.cli_overrides,
+    variants=_variants,
+    variant_names=("training", "training-tuned"),
+    warm_start=True,
+)

@@ -23,7 +23,10 @@ from keel.components.evaluate_images.component import evaluate_image_model
 from keel.components.ingest_images.component import ingest_images
 from keel.components.register.image_component import register_image_model
 from keel.components.train_deep.component import train_image_model
-from keel.pipelines import credentials
+from keel.pipelines import credentials, vision_run
+from keel.pipelines.config_files import CONFIG_DIR
+from keel.pipelines.descriptor import PipelineDescriptor
+from keel.pipelines.vision_config import VisionConfig
 
 VISION_PIPELINE_NAME = "keel-vision"
 
@@ -120,3 +123,24 @@ def build_vision_pipeline(resources: Optional[ResourcesSection] = None, framewor
                              compression_report=compressed.outputs["report"])
 
     return vision_pipeline
+
+
+def _build(cfg, local):
+    if local is None:  # a cluster: the train step's resources and GPU pool, and the launcher
+        return build_vision_pipeline(cfg.resources, cfg.model.framework, launcher=cfg.training.distributed.launcher)
+    # Resources and node pools are a cluster's business; locally the step uses what this machine has.
+    return build_vision_pipeline(None, cfg.model.framework, step_env=local.step_env, ingest_cache_key=local.ingest_cache_key)
+
+
+PIPELINE = PipelineDescriptor(
+    kind="vision",
+    config_model=VisionConfig,
+    build=_build,
+    example=CONFIG_DIR / "fashion-mnist-torch.yaml",
+    check=vision_run.check,
+    preflight=vision_run.checked_run,
+    summary=vision_run.outcome,
+    cli_overrides=vision_run.cli_overrides,
+    runners=("local",),
+    runner_note="its steps need keel-torch, which `make images` builds but the docker runner does not stage yet",
+)

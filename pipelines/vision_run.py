@@ -1,8 +1,11 @@
-"""Pre-flight of a vision config: what can be checked in seconds before any step runs."""
+"""The vision pipeline's pre-flight (what can be checked in seconds before any step runs), `keel check`
+line, command-line flags and summary."""
 
 from __future__ import annotations
 
 from keel.components._common import image_data
+from keel.pipelines.descriptor import Checked, Outcome, refuse_flags
+from keel.pipelines.model_summary import summary_lines
 from keel.pipelines.vision_config import VisionConfig
 
 
@@ -25,3 +28,36 @@ def preflight_vision(cfg: VisionConfig) -> dict[str, image_data.ImageSet]:
 
         check_image_params(cfg.model.architecture, first.shape, cfg.model.params)
     return sets
+
+
+def check(cfg: VisionConfig) -> str:
+    sets = preflight_vision(cfg)
+    first = next(iter(sets.values()))
+    return (f"{sum(len(s) for s in sets.values()):,} images of {'x'.join(map(str, first.shape))} in {len(first.classes)} "
+            f"classes from {cfg.data.source}; model {cfg.model.framework} {cfg.model.architecture}")
+
+
+def checked_run(cfg: VisionConfig) -> Checked:
+    """Pre-flight; image ingest is served from the cache only for the same source files, data section and code."""
+    preflight_vision(cfg)
+
+    def material() -> dict:
+        from keel.components._common.image_data import source_files
+        from keel.components._common.lineage import file_sha256
+
+        content = [file_sha256(p) if p.is_file() else f"missing:{p}" for p in source_files(cfg.data.source)]
+        return {"data": cfg.pipeline_arguments()["data"], "content": content}
+
+    return Checked(cfg, f"images from {cfg.data.source}; training a {cfg.model.framework} {cfg.model.architecture}",
+                   cache_material=material)
+
+
+def outcome(checked: Checked, run, seconds: float) -> Outcome:
+    return Outcome(summary_lines(checked.config, run, seconds), bool(run.passed))
+
+
+def cli_overrides(cfg: VisionConfig, flags: dict) -> dict:
+    """--store, and --sample-rows as data.sample_images; the tabular flags are refused."""
+    refuse_flags(flags, ("--store", "--sample-rows"), "vision", "data/model sections")
+    fields = {"--store": "registry.store", "--sample-rows": "data.sample_images"}
+    return {fields[flag]: value for flag, value in flags.items() if flag in fields and value is not None}

@@ -15,7 +15,7 @@ import yaml
 
 from keel.components._common import datasets, postgres, tables
 from testkit.postgres import PASSWORD
-from keel.pipelines.cli import EXIT_STEP_FAILED, EXIT_USER_ERROR, main
+from keel.pipelines.cli.main import EXIT_STEP_FAILED, EXIT_USER_ERROR, main
 
 pytestmark = pytest.mark.slow
 

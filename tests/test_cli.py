@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from keel.pipelines.cli import EXIT_USER_ERROR, main
+from keel.pipelines.cli.main import EXIT_USER_ERROR, main
 from testkit.system_packages import skip_unless
 
 KEEL = [str(Path(sys.executable).with_name("keel"))]
@@ -158,7 +158,7 @@ def test_compile_writes_every_pipeline(tmp_path, capsys):
 
 
 def test_an_unknown_runner_is_refused_before_any_work(capsys):
-    from keel.pipelines.cli import main
+    from keel.pipelines.cli.main import main
 
     with pytest.raises(SystemExit) as exit_:
         main(["run", "--runner", "kube"])
@@ -166,7 +166,7 @@ def test_an_unknown_runner_is_refused_before_any_work(capsys):
 
 
 def test_sensitive_flag_adds_columns_assessed_but_kept_out_of_the_model(tmp_path):
-    from keel.pipelines.cli import _parser, resolve_config
+    from keel.pipelines.cli.main import _parser, resolve_config
 
     args = _parser().parse_args(["run", "--sensitive", "state", "--sensitive", "state"])
     cfg = resolve_config(args)

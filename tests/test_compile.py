@@ -7,7 +7,7 @@ import yaml
 from google.protobuf import json_format
 
 from keel.components._common.images import COMPONENT_IMAGES
-from keel.pipelines.compile import compile_pipelines
+from keel.pipelines.kfp.compile import compile_pipelines
 from keel.pipelines.config import DEFAULT_CONFIG, load_config, with_overrides
 
 GOLDEN = Path(__file__).parent / "golden"

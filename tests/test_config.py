@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from keel.components._common.errors import ConfigError
-from keel.pipelines.config import CONFIG_DIR, DEFAULT_CONFIG, SECTIONS, load_config, parse_config, with_overrides
+from keel.pipelines.config import CONFIG_DIR, DEFAULT_CONFIG, load_config, parse_config, with_overrides
+from keel.pipelines.training_config import SECTIONS
 
 MINIMAL = {"data": {"source": "x.csv"}, "target": {"column": "y"}}
 

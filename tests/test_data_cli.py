@@ -8,7 +8,7 @@ import pytest
 from keel.components._common import datasets, postgres, tables
 from keel.components._common.config import DataSection
 from keel.components.ingest.ingest import ingest
-from keel.pipelines.cli import EXIT_USER_ERROR, main
+from keel.pipelines.cli.main import EXIT_USER_ERROR, main
 
 
 def _user_error(capsys, argv) -> str:
@@ -46,7 +46,7 @@ def test_list_and_show_a_local_store(tmp_path, capsys):
     (["data", "list", "Bad Name", "--store", "{store}"], "dataset name: 'Bad Name' is not a dataset name"),
     (["run", "--data", "postgresql://keel@127.0.0.1:9/db", "--target", "y"], "exactly one of data.table or data.query"),
     (["run", "--data", "x.csv", "--target", "y", "--filter", "{nope"], "--filter: not valid JSON"),
-    (["run", "--execution-date", "2013-01-01"], "--execution-date: applies to backfill configs"),
+    (["run", "--execution-date", "2013-01-01"], "--execution-date: does not apply to a training config"),
     (["run", "--data", "x.csv", "--target", "y", "--collection", "c"], "apply to a mongodb:// source only"),
 ])
 def test_bad_data_commands_are_one_line(tmp_path, capsys, argv, message):

@@ -154,7 +154,7 @@ def podman_api(tmp_path, monkeypatch):
 
 def test_the_docker_runner_matches_the_subprocess_runner(built, podman_api, tmp_path):
     from keel.pipelines.config import DEFAULT_CONFIG, load_config, with_overrides
-    from keel.pipelines.local_run import run_local
+    from keel.pipelines.local.runner import run_local
 
     base = load_config(DEFAULT_CONFIG)
     results = {}
@@ -178,7 +178,7 @@ def test_the_docker_runner_matches_the_subprocess_runner(built, podman_api, tmp_
 
 def test_the_docker_runner_explains_a_missing_api(monkeypatch, tmp_path):
     from keel.components._common.errors import KeelError
-    from keel.pipelines.docker_runner import connect
+    from keel.pipelines.local.docker_runner import connect
 
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nothing.sock")
     with pytest.raises(KeelError, match="no container API answers .*podman system service"):

@@ -207,7 +207,7 @@ def test_push_refuses_missing_registry_or_tag():
 def compiled_ir(tmp_path_factory):
     import yaml
 
-    from keel.pipelines.compile import compile_pipelines
+    from keel.pipelines.kfp.compile import compile_pipelines
 
     paths = compile_pipelines(tmp_path_factory.mktemp("ir"))
     # Every step of every pipeline: the tuned training pipeline's, the vision and the backfill pipelines' executors.
@@ -224,7 +224,7 @@ def test_podmans_no_such_container_reads_as_not_found_during_a_docker_run():
     import docker.errors
     import requests
 
-    from keel.pipelines.docker_runner import removed_container_is_not_found
+    from keel.pipelines.local.docker_runner import removed_container_is_not_found
 
     def http_error(status, message):
         response = requests.Response()
@@ -247,7 +247,7 @@ def test_the_docker_runner_waits_on_a_silent_step():
     # kfp.local makes its client with docker.from_env(): within a docker run, that client has no read timeout.
     import docker
 
-    from keel.pipelines.docker_runner import no_log_timeout
+    from keel.pipelines.local.docker_runner import no_log_timeout
 
     environment = {"DOCKER_HOST": "unix:///nonexistent.sock"}
     assert docker.from_env(version="1.41", environment=environment).api.timeout == 60

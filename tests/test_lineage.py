@@ -189,8 +189,8 @@ def save_run(store: Path, *, run_id: str = RUN_ID, ingest_run: str | None = None
 
 
 def keel(*argv: str) -> int:
-    """Runs the governance commands as `keel` parses them (keel.pipelines.governance_cli)."""
-    from keel.pipelines import governance_cli
+    """Runs the governance commands as `keel` parses them (keel.pipelines.cli.governance)."""
+    from keel.pipelines.cli import governance as governance_cli
 
     parser = argparse.ArgumentParser(prog="keel")
     governance_cli.add_parsers(parser.add_subparsers(dest="command", required=True))
@@ -211,7 +211,7 @@ def _by_name(lin):
 
 
 def test_the_chain_runs_from_the_source_through_every_artifact_to_the_deployment(saved):
-    from keel.pipelines.lineage_view import chain
+    from keel.pipelines.records.lineage import chain
 
     lin = chain(str(saved.store), MODEL, "latest")
     nodes = _by_name(lin)
@@ -236,7 +236,7 @@ def test_the_chain_runs_from_the_source_through_every_artifact_to_the_deployment
 
 
 def test_without_its_run_the_chain_still_holds_what_the_bundle_recorded(saved, tmp_path):
-    from keel.pipelines.lineage_view import chain
+    from keel.pipelines.records.lineage import chain
 
     lin = chain(str(saved.store), MODEL, 1, root=tmp_path / "elsewhere")
     nodes = _by_name(lin)
@@ -248,8 +248,8 @@ def test_without_its_run_the_chain_still_holds_what_the_bundle_recorded(saved, t
 
 def test_stage_events_follow_the_bundle_in_the_chain_and_the_page(saved, tmp_path):
     from keel.components.register import stages
-    from keel.pipelines import lineage_html
-    from keel.pipelines.lineage_view import chain
+    from keel.pipelines.records import lineage_html
+    from keel.pipelines.records.lineage import chain
 
     store = str(saved.store)
     assert [e["to"] for e in stages.history(store, MODEL, 1)] == ["candidate"]  # registration starts the stage log
@@ -266,8 +266,8 @@ def test_stage_events_follow_the_bundle_in_the_chain_and_the_page(saved, tmp_pat
 
 
 def test_the_graph_is_laid_out_left_to_right_without_overlaps(saved):
-    from keel.pipelines import lineage_html
-    from keel.pipelines.lineage_view import chain
+    from keel.pipelines.records import lineage_html
+    from keel.pipelines.records.lineage import chain
 
     lin = chain(str(saved.store), MODEL, "latest")
     where = lineage_html.layout(lin)
@@ -281,8 +281,8 @@ def test_the_graph_is_laid_out_left_to_right_without_overlaps(saved):
 
 
 def test_the_lineage_page_renders_in_chromium_with_no_console_errors(saved, tmp_path):
-    from keel.pipelines import lineage_html
-    from keel.pipelines.lineage_view import chain
+    from keel.pipelines.records import lineage_html
+    from keel.pipelines.records.lineage import chain
 
     lin = chain(str(saved.store), MODEL, "latest")
     page_path = lineage_html.write(lin, tmp_path / "lineage.html")
@@ -316,7 +316,7 @@ def test_keel_lineage_names_the_versions_there_are(saved):
 
 
 def test_every_artifact_of_the_saved_run_has_a_complete_lineage(saved):
-    from keel.pipelines.lineage_view import completeness
+    from keel.pipelines.records.lineage import completeness
 
     result = completeness(saved.run_dir, store=str(saved.store))
     assert result["problems"] == []
@@ -324,7 +324,7 @@ def test_every_artifact_of_the_saved_run_has_a_complete_lineage(saved):
 
 
 def test_completeness_names_a_missing_stamp_key_and_an_orphan_parent(saved):
-    from keel.pipelines.lineage_view import completeness
+    from keel.pipelines.records.lineage import completeness
 
     output_file = saved.run_dir / "train-model" / "executor_output.json"
     payload = json.loads(output_file.read_text())
@@ -342,7 +342,7 @@ def test_completeness_names_a_missing_stamp_key_and_an_orphan_parent(saved):
 
 
 def test_a_dataset_parent_must_be_a_stored_version(saved):
-    from keel.pipelines.lineage_view import completeness
+    from keel.pipelines.records.lineage import completeness
 
     record = datasets.versions(str(saved.store), "loans")[0]
     Path(record["uri"]).parent.joinpath(datasets.RECORD_FILE).unlink()  # the version's record is gone from the store
@@ -357,9 +357,9 @@ def test_a_dataset_parent_must_be_a_stored_version(saved):
 @pytest.mark.slow
 def test_a_default_run_has_complete_lineage_and_browsable_pages(tmp_path, monkeypatch, capsys):
     from keel.pipelines.config import DEFAULT_CONFIG, load_config, with_overrides
-    from keel.pipelines.lineage_view import completeness
-    from keel.pipelines.local_run import run_local, steps_for
-    from keel.pipelines.runs import load_run
+    from keel.pipelines.records.lineage import completeness
+    from keel.pipelines.local.runner import run_local, steps_for
+    from keel.pipelines.records.runs import load_run
 
     store = tmp_path / "store"
     cfg = with_overrides(load_config(DEFAULT_CONFIG), {"registry.store": str(store), "data.sample_rows": 600,

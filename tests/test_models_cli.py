@@ -13,7 +13,8 @@ from testkit.kube import kube_api  # noqa: F401 (fixture)
 from keel.components.register import stages
 from keel.components.register.bundle import INFO_FILE, METRICS_FILE, MODEL_FILE
 from keel.components.register.registry import Registry
-from keel.pipelines import cli, models_cli
+from keel.pipelines.cli import main as cli
+from keel.pipelines.cli import models as models_cli
 
 PASSED = {"metrics": {"passed": True, "detail": "roc_auc 0.81 >= 0.7"},
           "fairness": {"passed": True, "detail": "demographic_parity_ratio 0.91 >= 0.8"}}

@@ -41,7 +41,7 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
 
 def test_the_wheel_ships_the_runtime_packages(wheel):
     names = set(wheel.namelist())
-    for module in ("keel/components/_common/storage.py", "keel/pipelines/cli.py", "keel/images/build.py",
+    for module in ("keel/components/_common/storage.py", "keel/pipelines/cli/main.py", "keel/images/build.py",
                    "keel/components/serve/predictors.py"):
         assert module in names, f"{module} is missing from the wheel"
 

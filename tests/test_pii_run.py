@@ -15,7 +15,7 @@ import pytest
 
 from keel.components._common import datasets, privacy
 from keel.pipelines.config import parse_config
-from keel.pipelines.local_run import run_checked
+from keel.pipelines.local.runner import run_checked
 
 pytestmark = pytest.mark.slow
 KEY = "keel-test-pii-run-key-0123456789"

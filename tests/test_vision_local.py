@@ -9,7 +9,10 @@ import pytest
 from keel.components.register.bundle import load_bundle
 from keel.components.register.registry import Registry
 from keel.pipelines.config import parse_config
-from keel.pipelines.local_run import VISION_STEPS, run_checked
+from keel.pipelines.local.runner import run_checked
+
+VISION_STEPS = ("ingest-images", "train-image-model", "compress-model", "evaluate-image-model", "register-image-model",
+                "deploy-model")
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning")]
 

@@ -7,7 +7,7 @@ import yaml
 
 from keel.components._common.errors import ConfigError
 from keel.components._common.images import TENSORFLOW_IMAGE, TORCH_IMAGE
-from keel.pipelines.compile import compile_pipelines, compile_vision
+from keel.pipelines.kfp.compile import compile_config, compile_pipelines
 from keel.pipelines.config import CONFIG_DIR, load_config, parse_config, with_overrides
 
 TRAIN = "exec-train-image-model"
@@ -18,7 +18,7 @@ def compiled(tmp_path, name: str, **overrides) -> dict:
     if overrides:
         cfg = with_overrides(cfg, overrides)
     # A pipeline with Kubernetes settings compiles to two documents: the pipeline spec, then the platform spec.
-    docs = list(yaml.safe_load_all(compile_vision(tmp_path, cfg).read_text()))
+    docs = list(yaml.safe_load_all(compile_config(tmp_path, cfg)[0].read_text()))
     return {**docs[0], **(docs[1] if len(docs) > 1 else {})}
 
 
@@ -103,7 +103,7 @@ def test_bad_vision_configs_name_the_field(change, match):
 
 
 def test_tabular_flags_are_refused_for_a_vision_config(tmp_path, capsys):
-    from keel.pipelines.cli import main
+    from keel.pipelines.cli.main import main
 
     assert main(["check", str(CONFIG_DIR / "fashion-mnist-torch.yaml"), "--target", "y"]) == 2
-    assert "--target: tabular options do not apply to a vision config" in capsys.readouterr().err
+    assert "--target: does not apply to a vision config" in capsys.readouterr().err

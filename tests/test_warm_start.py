@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from keel.pipelines.warm_start import ENV_SOCKET, StepServer
+from keel.pipelines.local.warm_start import ENV_SOCKET, StepServer
 
 STEP = """
 import os, sys

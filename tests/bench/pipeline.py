@@ -65,7 +65,7 @@ def in_process(cfg, workdir: Path) -> float:
 
 def pipeline(cfg, warm_start: bool) -> float:
     """`keel run`'s own path: pre-flight, then kfp.local."""
-    from keel.pipelines.local_run import run_checked
+    from keel.pipelines.local.runner import run_checked
 
     started = time.perf_counter()
     run_checked(cfg, warm_start=warm_start)

@@ -120,14 +120,14 @@ def chain(store: str, model: str, version: int | str = "latest", *, root: str | 
         model: the registered model name.
         version: a version number, "v<N>" or "latest".
         root: the pipeline root holding the run that registered it (default: the store's, see
-            keel.pipelines.runs.runs_root); without that run, the chain holds what lineage.json records.
+            keel.pipelines.records.runs.runs_root); without that run, the chain holds what lineage.json records.
 
     Raises:
         StorageError, DataError: no such version, or its files fail their hashes.
     """
     from keel.components.register.bundle import INFO_FILE, LINEAGE_FILE, parse_version
     from keel.components.register.registry import Registry
-    from keel.pipelines.runs import list_runs, runs_root
+    from keel.pipelines.records.runs import list_runs, runs_root
 
     registry = Registry(store)
     number = parse_version(version) or registry.latest(model)
@@ -303,7 +303,7 @@ def completeness(target, *, store: str | None = None) -> dict:
     Returns:
         {"total", "complete", "share" (0..1), "problems": ["<step>/<output>: what is wrong", ...]}.
     """
-    from keel.pipelines.runs import RunRecord, load_record
+    from keel.pipelines.records.runs import RunRecord, load_record
 
     record = target if isinstance(target, RunRecord) else load_record(getattr(target, "run_dir", target))
     artifacts = record.artifacts()

@@ -1,9 +1,11 @@
-"""The end-of-run summary: metrics, gate, registered version, where the reports are."""
+"""The end-of-run summary of a pipeline that trains a model (training, vision): metrics, gate,
+registered version, where the reports are.
+
+`run` is a keel.pipelines.records.results.RunSummary; `cfg` any config with evaluation and
+registry sections.
+"""
 
 from __future__ import annotations
-
-from keel.pipelines.config import TrainingConfig
-from keel.pipelines.local_run import RunSummary
 
 # (pipeline output, label) of the documents a reviewer opens first.
 DOCUMENTS = [
@@ -22,7 +24,7 @@ DOCUMENTS = [
 KEY_METRICS = ("roc_auc", "pr_auc", "accuracy", "precision", "recall", "f1", "f1_macro", "mae", "rmse", "r2")
 
 
-def summary_lines(cfg: TrainingConfig, run: RunSummary, seconds: float) -> list[str]:
+def summary_lines(cfg, run, seconds: float) -> list[str]:
     reused = f", {len(run.cached)} from the cache" if run.cached else ""
     ran = f"{len(run.steps)} step{'' if len(run.steps) == 1 else 's'} run"
     lines = [f"keel: {cfg.name} finished in {seconds:.1f} s ({ran}{reused}) -> {run.run_dir}"]
@@ -57,7 +59,7 @@ def summary_lines(cfg: TrainingConfig, run: RunSummary, seconds: float) -> list[
     return lines
 
 
-def _fairness_lines(run: RunSummary) -> list[str]:
+def _fairness_lines(run) -> list[str]:
     """The fairness verdict: the gate, and the four-fifths rule as information."""
     fairness = run.outputs.get("fairness_metrics") or run.artifact("assess-fairness", "metrics")
     if not fairness:
@@ -75,10 +77,6 @@ def _fairness_lines(run: RunSummary) -> list[str]:
     return lines
 
 
-def _bounds(cfg: TrainingConfig) -> str:
+def _bounds(cfg) -> str:
     parts = [f"{k}>={v}" for k, v in cfg.evaluation.min.items()] + [f"{k}<={v}" for k, v in cfg.evaluation.max.items()]
     return f"({', '.join(parts)})" if parts else "(no thresholds set)"
-
-
-def print_summary(cfg: TrainingConfig, run: RunSummary, seconds: float) -> None:
-    print("\n".join(summary_lines(cfg, run, seconds)), flush=True)

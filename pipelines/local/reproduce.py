@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from keel.components._common.errors import ConfigError, KeelError, StorageError
-from keel.pipelines.model_ref import ModelRef
+from keel.pipelines.records.model_ref import ModelRef
 
 EXIT_REPRODUCED = 0
 EXIT_NOT_REPRODUCED = 1
@@ -254,7 +254,7 @@ def reproduce(ref: ModelRef, *, work_dir: Path | None = None, tolerance: float =
     """Retrains a registered version from its lineage record and compares the result.
 
     Args:
-        ref: the version (keel.pipelines.model_ref.resolve).
+        ref: the version (keel.pipelines.records.model_ref.resolve).
         work_dir: where the scratch store goes; it must be new or empty. None: a temporary
             directory, removed afterwards (kept if a step fails, for its log).
         tolerance: the largest absolute metric difference that counts as a match.
@@ -268,7 +268,7 @@ def reproduce(ref: ModelRef, *, work_dir: Path | None = None, tolerance: float =
         PipelineFailed: a step of the reproduction failed.
     """
     from keel.components.register.bundle import SCHEMA_FILE, load_bundle
-    from keel.pipelines.local_run import PipelineFailed
+    from keel.pipelines.local.runner import PipelineFailed
 
     compare_metrics({}, {}, tolerance)  # refuse a bad tolerance before any work
     bundle = load_bundle(ref.store, ref.model_name, ref.version)
@@ -347,7 +347,7 @@ def _run(cfg) -> _Reproduction:
     from keel.components._common import lineage
     from keel.components.register.bundle import load_bundle
     from keel.components.register.register import numeric_metrics
-    from keel.pipelines.local_run import run_local
+    from keel.pipelines.local.runner import run_local
 
     summary = run_local(cfg, cache=False)
     raw = (summary.artifact("ingest-data", "raw") or {}).get("metadata", {})
@@ -477,7 +477,7 @@ def add_parser(sub) -> None:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """`keel reproduce`: 0 reproduced, 1 not; user errors raise KeelError (the CLI exits 2)."""
-    from keel.pipelines.model_ref import resolve
+    from keel.pipelines.records.model_ref import resolve
 
     ref = resolve(args.model_version, store=args.store, config=args.config)
     print(f"reproducing {ref.label} from {ref.store}", flush=True)

@@ -173,7 +173,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def _decide(args: argparse.Namespace, to: str) -> int:
     from keel.components.register import stages
-    from keel.pipelines.model_ref import resolve
+    from keel.pipelines.records.model_ref import resolve
 
     ref = resolve(args.model_version, store=args.store, config=args.config)
     events = stages.transition(ref.store, ref.model_name, ref.version, to, args.by, args.reason)
@@ -219,7 +219,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from keel.components._common.kube import cluster_source
     from keel.components.deploy import inference_service as isvc
     from keel.components.register import stages
-    from keel.pipelines.model_ref import resolve
+    from keel.pipelines.records.model_ref import resolve
 
     ref = resolve(args.model_version, store=args.store, config=args.config)
     section = _config(args).deploy

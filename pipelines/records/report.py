@@ -16,7 +16,7 @@ from pathlib import Path
 
 from keel.components._common.lineage import STAMP_KEYS
 from keel.components._common.report import esc, page, table
-from keel.pipelines.runs import RunRecord
+from keel.pipelines.records.runs import RunRecord
 
 REPORT_FILE = "report.html"
 # Steps whose HTML reports are embedded in the page (the others are linked).
@@ -47,7 +47,7 @@ def write_report(record: RunRecord, out: str | Path | None = None) -> Path:
 
 def render(record: RunRecord, out_path: str | Path) -> str:
     """The page's HTML; links are relative to `out_path`'s folder."""
-    from keel.pipelines.lineage_view import completeness
+    from keel.pipelines.records.lineage import completeness
 
     links = _Links(Path(out_path).resolve().parent)
     sections = [

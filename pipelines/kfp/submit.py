@@ -3,7 +3,7 @@
 The pipeline is compiled by `keel compile`'s own code (the config's values become the
 parameter defaults), uploaded once under a stable name (`keel-training`) with one version per
 distinct compiled document (`<keel version>-<sha256[:12]>`), and run with the config's
-sections as arguments through kfp.Client. `keel schedule` (keel.pipelines.schedule) shares
+sections as arguments through kfp.Client. `keel schedule` (keel.pipelines.kfp.schedule) uses
 the connection, upload and error handling below.
 
 kfp.Client, left alone, retries its health check 5 times 5 s apart logging a traceback each
@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from keel.components._common.errors import KeelError
-from keel.pipelines.kfp_connection import (
+from keel.pipelines.kfp.connection import (
     IN_CLUSTER_HOST, SA_TOKEN_AUDIENCE, SA_TOKEN_PATH, Session, _transient, as_keel_error, connect, connection_from_args,
     display_name, kfp_errors, one_line, poll_interval,
 )
@@ -63,10 +63,8 @@ def add_connection_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ca-cert", metavar="PATH", help="CA bundle for an endpoint whose TLS certificate a private CA signed")
 
 
-def add_parsers(sub) -> None:
-    """Adds `submit` and `schedule` to the `keel` subcommands (dispatch: cmd_submit, cmd_schedule)."""
-    from keel.pipelines.schedule import add_schedule_parser
-
+def add_parser(sub) -> None:
+    """Adds `submit` to the `keel` subcommands (dispatch: cmd_submit)."""
     sub_ = sub.add_parser(
         "submit", help="compile the config's pipeline and run it on a Kubeflow Pipelines cluster",
         formatter_class=argparse.RawDescriptionHelpFormatter, description=(
@@ -83,7 +81,6 @@ def add_parsers(sub) -> None:
     sub_.add_argument("--wait", action="store_true", help="follow the run until it ends, one line per state change")
     sub_.add_argument("--timeout", type=float, default=3600.0, metavar="SECONDS",
                       help="with --wait: stop waiting after this long (default: 3600)")
-    add_schedule_parser(sub)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -101,17 +98,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     pipeline_id, version_id = upload_config_pipeline(session, cfg)
     experiment_id = ensure_experiment(session, experiment)
     with kfp_errors(session.host, f"starting run {run_name!r}"):
-        run = session.client.run_pipeline(experiment_id, run_name, params=run_arguments(cfg),
+        run = session.client.run_pipeline(experiment_id, run_name, params=cfg.pipeline_arguments(),
                                           pipeline_id=pipeline_id, version_id=version_id)
     url = session.url(f"runs/details/{run.run_id}")
     print(f"keel: run {run_name} started in experiment {experiment}: {url}", flush=True)
     return wait_for_run(session, run.run_id, run_name, args.timeout, poll) if args.wait else 0
-
-
-def cmd_schedule(args: argparse.Namespace) -> int:
-    from keel.pipelines.schedule import cmd_schedule as schedule
-
-    return schedule(args)
 
 
 # --------------------------------------------------------------------------- flags -> connection
@@ -137,20 +128,14 @@ class Compiled:
 def compile_config_pipeline(cfg, out_dir: str | Path) -> Compiled:
     """cfg's pipeline, compiled exactly as `keel compile CONFIG` writes it."""
     import yaml
-    from keel.pipelines.compile import compile_pipelines
+    from keel.pipelines.kfp.compile import compile_config
 
-    path = {p.stem: p for p in compile_pipelines(out_dir, cfg)}[cfg.pipeline_name]
+    path = {p.stem: p for p in compile_config(out_dir, cfg)}[cfg.pipeline_name]
     # kfp's header comment lists the parameter defaults in hash-seed order, so one config compiles to different
     # bytes in two processes: the version name hashes the parsed document, identical whenever the pipeline is.
     doc = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))  # the platform spec (Secrets, node pools) is a second document
     digest = hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     return Compiled(cfg.pipeline_name, path, digest)
-
-
-def run_arguments(cfg) -> dict[str, dict]:
-    """The run's parameters: the config's sections (`tune` only for training-tuned, as `keel compile` does)."""
-    args = cfg.pipeline_arguments()
-    return args if cfg.pipeline_name == "training-tuned" else {k: v for k, v in args.items() if k != "tune"}
 
 
 def name_filter(name: str) -> str:
@@ -242,25 +227,3 @@ def _finished(run, name: str, state: str, url: str, elapsed: float) -> int:
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-
-
-# --------------------------------------------------------------------------- python -m keel.pipelines.submit
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`submit` and `schedule` alone, for use before they are wired into `keel` (same exit statuses)."""
-    parser = argparse.ArgumentParser(prog="keel", description="Run Keel pipelines on a Kubeflow Pipelines cluster.")
-    add_parsers(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return {"submit": cmd_submit, "schedule": cmd_schedule}[args.command](args)
-    except KeelError as err:
-        print(f"keel: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("keel: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from keel.components._common.report import esc, page, table
-from keel.pipelines.lineage_view import Lineage, Node
+from keel.pipelines.records.lineage import Lineage, Node
 
 NODE_W, NODE_H, GAP_X, GAP_Y, PAD = 168, 44, 40, 12, 12
 MAX_LABEL = 23  # characters of a node's name that fit its box

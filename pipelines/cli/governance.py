@@ -8,7 +8,7 @@
   gates, embedded reports, links to every artifact and the model card).
 
 RUN is `latest`, a run id (`keel runs` lists them) or a run directory;
-MODEL_VERSION is read by keel.pipelines.model_ref.
+MODEL_VERSION is read by keel.pipelines.records.model_ref.
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ def store_of(args: argparse.Namespace) -> str:
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
-    from keel.pipelines import lineage_html
-    from keel.pipelines.lineage_view import chain
-    from keel.pipelines.model_ref import resolve
+    from keel.pipelines.records import lineage_html
+    from keel.pipelines.records.lineage import chain
+    from keel.pipelines.records.model_ref import resolve
 
     ref = resolve(args.model_version, store=args.store, config=args.config)
     lineage = chain(ref.store, ref.model_name, ref.version)
@@ -67,7 +67,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from keel.components._common.errors import KeelError
-    from keel.pipelines.runs import list_runs, runs_root
+    from keel.pipelines.records.runs import list_runs, runs_root
 
     if args.limit < 1:
         raise KeelError(f"--limit: {args.limit}; use 1 or more")
@@ -90,10 +90,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from keel.pipelines.run_report import write_report
-    from keel.pipelines.runs import load_run, runs_root
+    from keel.pipelines.records.report import write_report
+    from keel.pipelines.records.runs import load_run, runs_root
 
-    from keel.pipelines.lineage_view import completeness
+    from keel.pipelines.records.lineage import completeness
 
     record = load_run(runs_root(store_of(args)), args.run)
     print(write_report(record, args.out))

@@ -18,7 +18,7 @@ from kfp import dsl
 
 from keel.components._common import storage
 from keel.components._common.errors import ConfigError
-from keel.pipelines.config import TrainingConfig
+from keel.pipelines.training_config import TrainingConfig
 
 DEFAULT_SPACES = {
     # A search space per family for the quick path (`keel tune --data ... --target ...`).

@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 
 from keel.components._common.errors import KeelError
+from keel.pipelines.records.results import RunSummary, collect, executor_outputs
 
 RUN_FILE = "run.json"
 LOG_FILE = "keel-run.log"
@@ -125,7 +126,7 @@ class RunRecord:
 def runs_root(store: str) -> Path:
     """The pipeline root of a registry store: local runs keep their steps beside a local store, else in ./runs.
 
-    The same rule as keel.pipelines.local_run.pipeline_root_for, from the store alone.
+    The same rule as keel.pipelines.local.runner.pipeline_root_for, from the store alone.
     """
     from keel.components._common import storage
 
@@ -133,31 +134,34 @@ def runs_root(store: str) -> Path:
     return (base / "pipeline_root").resolve()
 
 
-def write_record(run_dir: str | Path, cfg, summary, timings: dict | None = None) -> Path:
+def write_record(run_dir: str | Path, cfg, summary, timings: dict | None = None, steps=None) -> Path:
     """Writes run.json into a finished (or failed) local run's directory, atomically.
 
     Args:
         run_dir: the run directory.
-        cfg: the run's config (TrainingConfig, VisionConfig or BackfillConfig).
-        summary: the RunSummary of keel.pipelines.local_run.
+        cfg: the run's config (any registered pipeline's).
+        summary: the RunSummary of keel.pipelines.local.runner.
         timings: ProgressLog.timings(): {"started_at", "finished_at" (epoch seconds), "steps": {task:
             {"started_at", "finished_at", "status"}}}; None when no progress was recorded.
+        steps: the pipeline's Steps (keel.pipelines.descriptor); None: read from the config's pipeline.
 
     Returns:
         The path of run.json.
     """
     from keel.components._common import lineage, storage
     from keel.components._common.uris import redact_all
-    from keel.pipelines.local_run import _gated, steps_for
+    from keel.pipelines import registry
 
     run_dir = Path(run_dir)
+    steps_of_run = steps or registry.for_config(cfg).steps(cfg)
     timings = timings or {}
     times = timings.get("steps") or {}
-    gated = set(_gated(cfg)) if summary.passed is False else set()
+    summary.sources = summary.sources or steps_of_run.sources  # a summary collect() read on its own
+    gated = set(steps_of_run.gated) if summary.passed is False else set()
     failed_somewhere = any(s.status != "SUCCESS" for s in summary.steps.values())
     steps: list[StepRecord] = []
     seen: set[str] = set()
-    for name in steps_for(cfg):
+    for name in steps_of_run.names:
         ran = [key for key in summary.steps if key == name or key.endswith("/" + name)]
         for key in ran:
             result = summary.steps[key]
@@ -310,7 +314,7 @@ def _cached_outputs(run_dir: Path, step: str, summary) -> tuple[dict, str | None
     for uri in _known_uris(run_dir, summary):
         path = Path(uri)
         if path.parent.name == step and (path.parent / "executor_output.json").is_file():
-            outputs = _executor_outputs(path.parent)
+            outputs = executor_outputs(path.parent)
             if outputs is not None:
                 return outputs, path.parent.parent.name
     return {}, None
@@ -323,36 +327,47 @@ def _known_uris(run_dir: Path, summary) -> list[str]:
         if _is_artifact(value):
             uris.append(value["uri"])
             uris += [p.get("uri", "") for p in value["metadata"].get("parents") or [] if isinstance(p, dict)]
-    bundle_lineage = run_dir / "register-model" / "bundle" / "lineage.json"
-    if bundle_lineage.is_file():
+    for bundle_lineage in run_dir.glob("*/bundle/lineage.json"):  # a register step's bundle
         uris += [a.get("uri", "") for a in json.loads(bundle_lineage.read_text()).get("artifacts", {}).values()]
     return [u for u in dict.fromkeys(uris) if u and "://" not in u]
 
 
-def _executor_outputs(step_dir: Path) -> dict | None:
-    output_file = step_dir / "executor_output.json"
-    if not output_file.is_file():
-        return None
-    payload = json.loads(output_file.read_text())
-    outputs: dict = dict(payload.get("parameterValues", {}))
-    for output, group in payload.get("artifacts", {}).items():
-        first = group["artifacts"][0]
-        outputs[output] = {"uri": first.get("uri", ""), "metadata": first.get("metadata", {})}
-    return outputs
+def _pipeline_of(run_dir: Path) -> str:
+    return _TIMESTAMP.sub("", run_dir.name).removeprefix("keel-")  # the kfp pipeline name -> its config's pipeline_name
+
+
+def run_steps(run_dir: str | Path):
+    """The Steps of the pipeline a run directory belongs to (by its name), built from that pipeline's example config."""
+    from keel.pipelines import registry
+    from keel.pipelines.config import load_config
+    from keel.pipelines.descriptor import Steps
+
+    pipeline = _pipeline_of(Path(run_dir))
+    descriptor = registry.for_compiled_name(pipeline)
+    if descriptor is None:
+        return Steps(pipeline, ())
+    variants = dict(descriptor.compiled_variants(load_config(descriptor.example)))
+    return descriptor.steps(variants[pipeline]) if pipeline in variants else Steps(pipeline, ())
+
+
+def read_summary(run_dir: str | Path) -> RunSummary:
+    """A run directory's step outputs, in its pipeline's order, with the pipeline's output sources."""
+    steps = run_steps(run_dir)
+    summary = collect(Path(run_dir), steps.order)
+    summary.sources = steps.sources
+    return summary
 
 
 def _rebuild(run_dir: Path) -> RunRecord:
     """The record of a run that has no run.json: statuses from executor outputs and the log, no durations."""
-    from keel.pipelines.local_run import ALL_STEPS, GATED_STEPS, VISION_GATED_STEPS, VISION_STEPS, collect
-
-    summary = collect(run_dir)
-    pipeline = _TIMESTAMP.sub("", run_dir.name).removeprefix("keel-")  # the kfp pipeline name -> its config's pipeline_name
+    pipeline = _pipeline_of(run_dir)
+    pipeline_steps = run_steps(run_dir)
+    summary = read_summary(run_dir)
     log = _ANSI.sub("", run_dir.joinpath(LOG_FILE).read_text(errors="replace")) if (run_dir / LOG_FILE).is_file() else ""
     cached = _LOG_CACHED.findall(log)
     skipped: list[str] = []
-    gated = VISION_GATED_STEPS if "image" in " ".join(summary.steps) else GATED_STEPS
     for name in _LOG_SKIPPED.findall(log):  # kfp names the dsl.If group: the gated steps were skipped together
-        skipped += list(gated) if name.startswith("condition") else [name]
+        skipped += list(pipeline_steps.gated) if name.startswith("condition") else [name]
     steps = [StepRecord(key, "succeeded" if result.status == "SUCCESS" else "failed", outputs=_plain(result.outputs))
              for key, result in summary.steps.items()]
     for name in dict.fromkeys(cached):
@@ -360,11 +375,9 @@ def _rebuild(run_dir: Path) -> RunRecord:
         steps.append(StepRecord(name, "cached", outputs=outputs, note="unchanged code and inputs", cached_from=source))
     steps += [StepRecord(name, "skipped", note="a gate did not pass") for name in dict.fromkeys(skipped)
               if not any(s.name == name for s in steps)]
-    order = ALL_STEPS + tuple(s for s in VISION_STEPS if s not in ALL_STEPS)
-    steps.sort(key=lambda s: order.index(s.name.rsplit("/", 1)[-1]) if s.name.rsplit("/", 1)[-1] in order else len(order))
+    steps.sort(key=lambda s: pipeline_steps.order(s.name))
     artifacts = [v["metadata"] for s in steps for v in s.outputs.values() if _is_artifact(v)]
-    passed = next((s.outputs.get("Output") for s in steps if s.name in ("evaluate-model", "evaluate-image-model")), None)
-    bundle = next((s.outputs.get("bundle") for s in steps if s.name in ("register-model", "register-image-model")), None)
+    passed, bundle = summary.passed, summary.step_output("bundle")
     return RunRecord(
         run_id=run_dir.name,
         run_dir=run_dir,
@@ -375,7 +388,7 @@ def _rebuild(run_dir: Path) -> RunRecord:
         finished_at=None,
         seconds=None,
         steps=steps,
-        passed=None if passed is None else bool(passed),
+        passed=passed,
         registered=_registered(bundle["metadata"]) if _is_artifact(bundle) else None,
         code_version=next((m["code_version"] for m in artifacts if m.get("code_version")), ""),
         created_by=next((m["created_by"] for m in artifacts if m.get("created_by")), ""),

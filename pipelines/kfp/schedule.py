@@ -22,10 +22,10 @@ from pathlib import Path
 
 import yaml
 from keel.components._common.errors import KeelError
-from keel.pipelines.kfp_connection import (
+from keel.pipelines.kfp.connection import (
     SA_TOKEN_AUDIENCE, SA_TOKEN_PATH, check_host, check_namespace, connect, connection_from_args, display_name, kfp_errors,
 )
-from keel.pipelines.submit import add_connection_flags, ensure_experiment, name_filter, run_arguments, upload_config_pipeline
+from keel.pipelines.kfp.submit import add_connection_flags, ensure_experiment, name_filter, upload_config_pipeline
 
 MAX_CONCURRENCY = 10  # the KFP API server's limit for a recurring run
 DEFAULT_SERVICE_ACCOUNT = "keel-pipeline-runner"
@@ -100,7 +100,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
                             f"({session.url('recurringrun/details/' + existing[0].recurring_run_id)}); delete it or pick another name")
         recurring = client.create_recurring_run(
             experiment_id, name, cron_expression=cron, max_concurrency=args.max_concurrency, no_catchup=not args.catchup,
-            start_time=_rfc3339(start), end_time=_rfc3339(end), params=run_arguments(cfg), pipeline_id=pipeline_id,
+            start_time=_rfc3339(start), end_time=_rfc3339(end), params=cfg.pipeline_arguments(), pipeline_id=pipeline_id,
             version_id=version_id, enabled=True)
     print(f"keel: recurring run {name} at '{cron}' UTC (max concurrency {args.max_concurrency}, catch-up "
           f"{'on' if args.catchup else 'off'}) in experiment {experiment}: "

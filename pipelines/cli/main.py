@@ -15,7 +15,11 @@ import time
 
 from keel.components._common.config import KATIB_ALGORITHMS
 from keel.components._common.errors import KeelError
-from keel.pipelines import data_cli, governance_cli, models_cli, reproduce, submit
+from keel.pipelines.cli import data as data_cli
+from keel.pipelines.cli import governance as governance_cli
+from keel.pipelines.cli import models as models_cli
+from keel.pipelines.kfp import schedule, submit
+from keel.pipelines.local import reproduce
 
 EXIT_STEP_FAILED = 1
 EXIT_USER_ERROR = 2
@@ -90,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--name", help="name to serve the model under (default: the registered model name)")
     srv.add_argument("--workers", type=int, default=1, help="worker processes sharing the port (default: 1)")
     srv.add_argument("--token-file", metavar="PATH", help="file holding the bearer token (sets KEEL_SERVE_TOKEN_FILE)")
-    submit.add_parsers(sub)
+    submit.add_parser(sub)
+    schedule.add_schedule_parser(sub)
     data_cli.add_parser(sub)
     models_cli.add_parsers(sub)
     governance_cli.add_parsers(sub)
@@ -120,38 +125,46 @@ def _add_override_flags(sub: argparse.ArgumentParser) -> None:
     group.add_argument("--sample-rows", type=int, metavar="N", help="data.sample_rows: train on a seeded sample")
 
 
-def _overrides(args: argparse.Namespace) -> dict:
-    if getattr(args, "execution_date", None) is not None:
-        raise KeelError("--execution-date: applies to backfill configs (pipeline: backfill) only")
-    pairs = {"target.task": args.task, "model.family": args.family, "registry.store": args.store, "data.sample_rows": args.sample_rows}
-    return {k: v for k, v in pairs.items() if v is not None}
-
-
-def _source_flags(args: argparse.Namespace) -> dict:
-    """data.* keys from --table/--query/--param/--collection/--filter/--data-version."""
+def _flags(args: argparse.Namespace) -> dict:
+    """The quick-path and override flags given, by their spelling (each pipeline says which it takes)."""
     import json
 
-    keys = {"table": args.table, "query": args.query, "params": args.param, "collection": args.collection, "version": args.data_version}
+    flags = {"--data": args.data, "--table": args.table, "--query": args.query, "--param": args.param,
+             "--collection": args.collection, "--filter": args.filter, "--data-version": args.data_version,
+             "--target": args.target, "--task": args.task, "--drop": args.drop, "--sensitive": args.sensitive,
+             "--model": args.family, "--store": args.store, "--sample-rows": args.sample_rows,
+             "--execution-date": args.execution_date}
     if args.filter is not None:
         try:
-            keys["filter"] = json.loads(args.filter)
+            flags["--filter"] = json.loads(args.filter)
         except json.JSONDecodeError as err:
             raise KeelError(f"--filter: not valid JSON ({err.msg} at character {err.pos})") from None
-    return {k: v for k, v in keys.items() if v is not None}
+    return {flag: value for flag, value in flags.items() if value is not None}
+
+
+# What the quick path (--data without a config) reads the source with: data.* keys.
+_SOURCE_FLAGS = {"--table": "table", "--query": "query", "--param": "params", "--collection": "collection",
+                 "--filter": "filter", "--data-version": "version"}
+_QUICK_FLAGS = ("--data", "--target", "--drop", "--sensitive", *_SOURCE_FLAGS)
 
 
 def resolve_config(args: argparse.Namespace):
-    """The config a command works on: file or default, then --data/--target inference, then flags."""
+    """The config a command works on: file or default, then --data/--target inference, then flags.
+
+    Which flags a config takes is its pipeline's business (PipelineDescriptor.cli_overrides).
+    """
+    from keel.pipelines import registry
     from keel.pipelines.config import DEFAULT_CONFIG, load_config, parse_config, with_overrides
 
     if args.data and not args.target and not args.config:
         raise KeelError("--data needs --target COLUMN (the column to predict)")
-    source_keys = _source_flags(args)
-    if args.data and not args.config:
+    flags = _flags(args)
+    if args.data and not args.config:  # the quick path: a config inferred from the table
         from keel.components._common.config import DataSection
         from keel.components.ingest.ingest import read_unpublished
         from keel.pipelines.infer import quick_config
 
+        source_keys = {key: flags[flag] for flag, key in _SOURCE_FLAGS.items() if flag in flags}
         data = DataSection.parse({"source": args.data, **source_keys}, "data")
         frame = read_unpublished(data, store=args.store or "runs")
         raw = quick_config(frame, args.data, args.target, args.task)
@@ -162,128 +175,62 @@ def resolve_config(args: argparse.Namespace):
             raw["fairness"] = {"sensitive": list(dict.fromkeys(args.sensitive))}
             raw["data"]["drop_columns"] = [c for c in raw["data"]["drop_columns"] if c not in args.sensitive]
         cfg = parse_config(raw, "inferred config")
+        flags = {flag: value for flag, value in flags.items() if flag not in _QUICK_FLAGS}
     else:
         cfg = load_config(args.config or DEFAULT_CONFIG)
-        if cfg.pipeline_name == "vision":
-            return _vision_overrides(cfg, args)
-        if cfg.pipeline_name == "backfill":
-            return _backfill_overrides(cfg, args)
-        extra = {f"data.{k}": v for k, v in source_keys.items()}
-        if args.data:
-            extra["data.source"] = args.data
-        if args.target:
-            extra["target.column"] = args.target
-        if args.drop:
-            extra["data.drop_columns"] = sorted(set(cfg.data.drop_columns) | set(args.drop))
-        if args.sensitive:
-            extra["fairness.sensitive"] = list(dict.fromkeys([*cfg.fairness.sensitive, *args.sensitive]))
-        cfg = with_overrides(cfg, extra) if extra else cfg
-    overrides = _overrides(args)
-    return with_overrides(cfg, overrides) if overrides else cfg
-
-
-def _backfill_overrides(cfg, args: argparse.Namespace):
-    """A backfill config takes --store and --execution-date; the training flags are refused."""
-    from keel.pipelines.config import with_overrides
-
-    refused = [flag for flag, value in (("--data", args.data), ("--target", args.target), ("--drop", args.drop),
-                                        ("--sensitive", args.sensitive),
-                                        ("--task", args.task), ("--family", args.family), ("--sample-rows", args.sample_rows),
-                                        ("--data-version", args.data_version)) if value]
-    if refused:
-        raise KeelError(f"{', '.join(refused)}: do not apply to a backfill config; edit its data/backfill sections")
-    overrides = {k: v for k, v in (("registry.store", args.store), ("execution_date", args.execution_date)) if v is not None}
-    return with_overrides(cfg, overrides) if overrides else cfg
-
-
-def _vision_overrides(cfg, args: argparse.Namespace):
-    """A vision config takes --store and --sample-rows (as data.sample_images); the table flags are refused."""
-    from keel.pipelines.config import with_overrides
-
-    tabular = [flag for flag, value in (("--data", args.data), ("--target", args.target), ("--drop", args.drop),
-                                        ("--sensitive", args.sensitive),
-                                        ("--task", args.task), ("--family", args.family), ("--table", args.table),
-                                        ("--query", args.query), ("--collection", args.collection),
-                                        ("--data-version", args.data_version)) if value]
-    if tabular:
-        raise KeelError(f"{', '.join(tabular)}: tabular options do not apply to a vision config; edit its data/model sections")
-    overrides = {k: v for k, v in (("registry.store", args.store), ("data.sample_images", args.sample_rows)) if v is not None}
+    overrides = registry.for_config(cfg).cli_overrides(cfg, flags)
     return with_overrides(cfg, overrides) if overrides else cfg
 
 
 def cmd_check(args) -> int:
-    from keel.pipelines.preflight import preflight
+    from keel.pipelines import registry
 
     cfg = resolve_config(args)
-    if cfg.pipeline_name == "vision":
-        from keel.pipelines.vision_run import preflight_vision
-
-        sets = preflight_vision(cfg)
-        first = next(iter(sets.values()))
-        print(f"ok: {cfg.name}: {sum(len(s) for s in sets.values()):,} images of {'x'.join(map(str, first.shape))} "
-              f"in {len(first.classes)} classes from {cfg.data.source}; model {cfg.model.framework} {cfg.model.architecture}")
-        return 0
-    if cfg.pipeline_name == "backfill":
-        from keel.pipelines.backfill_run import preflight_backfill
-
-        partitions = preflight_backfill(cfg)
-        print(f"ok: {cfg.name}: {len(partitions)} {cfg.backfill.partition} partition(s) {partitions[0]['key']} .. "
-              f"{partitions[-1]['key']} of {cfg.data.dataset_name()} ({cfg.backfill.date_column}); source answers")
-        return 0
-    frame = preflight(cfg)
-    print(f"ok: {cfg.name}: {len(frame):,} rows x {frame.shape[1]} columns from {cfg.data.source}; "
-          f"target {cfg.target.column!r} ({cfg.target.task}); model {cfg.model.family}")
+    print(f"ok: {cfg.name}: {registry.for_config(cfg).check(cfg)}")
     return 0
 
 
 def cmd_run(args) -> int:
-    from keel.pipelines.local_run import run_checked
-    from keel.pipelines.summary import print_summary
+    from keel.pipelines import registry
+    from keel.pipelines.local.runner import run_checked
 
     cfg = resolve_config(args)
     started = time.perf_counter()
+    checks = []
 
-    def announce(frame):
-        if isinstance(frame, list):  # a backfill's planned partitions
-            print(f"keel: {cfg.name}: {len(frame)} {cfg.backfill.partition} partition(s) {frame[0]['key']} .. {frame[-1]['key']} "
-                  f"from {cfg.data.source}; running the backfill pipeline ({args.runner} runner)", flush=True)
-            return
-        if frame is None:  # the vision pipeline reads images, not a table
-            print(f"keel: {cfg.name}: images from {cfg.data.source}; training a {cfg.model.framework} "
-                  f"{cfg.model.architecture} ({args.runner} runner)", flush=True)
-            return
-        print(f"keel: {cfg.name}: {len(frame):,} rows x {frame.shape[1]} columns from {cfg.data.source}; "
-              f"running the training pipeline ({args.runner} runner)", flush=True)
+    def announce(checked):
+        checks.append(checked)
+        print(f"keel: {cfg.name}: {checked.announce} ({args.runner} runner)", flush=True)
 
     summary = run_checked(cfg, runner=args.runner, verbose=args.verbose, warm_start=None if args.warm_start else False,
                           cache=args.cache, on_checked=announce)  # None: KEEL_WARM_START decides
-    if cfg.pipeline_name == "backfill":
-        from keel.pipelines.backfill_run import summary_lines
-
-        print("\n".join(summary_lines(cfg, cfg.partitions, time.perf_counter() - started, summary.run_dir)))
-        return 0
-    print_summary(cfg, summary, time.perf_counter() - started)
-    return 0 if summary.passed else EXIT_GATE_FAILED
+    outcome = registry.for_config(cfg).summary(checks[-1], summary, time.perf_counter() - started)
+    print("\n".join(outcome.lines), flush=True)
+    return EXIT_GATE_FAILED if outcome.passed is False else 0
 
 
 def cmd_compile(args) -> int:
-    from keel.pipelines.compile import compile_pipelines
-    from keel.pipelines.config import DEFAULT_CONFIG, load_config
+    from keel.pipelines.config import load_config
+    from keel.pipelines.kfp.compile import compile_pipelines
 
-    cfg = load_config(args.config or DEFAULT_CONFIG)
-    for path in compile_pipelines(args.out, cfg):
+    for path in compile_pipelines(args.out, load_config(args.config) if args.config else None):
         print(f"wrote {path}")
     return 0
 
 
 def cmd_tune(args) -> int:
-    from keel.pipelines.tune_run import tune, with_tune_flags
+    from keel.pipelines.local.tune import tune, with_tune_flags
 
     for flag, value in (("--max-trials", args.max_trials), ("--parallel-trials", args.parallel_trials)):
         if value is not None and value < 1:
             raise KeelError(f"{flag}: {value}; use 1 or more")
-    cfg = with_tune_flags(resolve_config(args), args.algorithm, args.max_trials, args.parallel_trials)
-    tune(cfg, emit_experiment=args.emit_experiment)
+    cfg = resolve_config(args)
+    if "tune" not in type(cfg).model_fields:  # a capability, not a pipeline name: the search tunes a `tune` section
+        from keel.pipelines import registry
+
+        raise KeelError(f"keel tune: a {registry.for_config(cfg).kind} config has no `tune` section to search; "
+                        "give a training config")
+    tune(with_tune_flags(cfg, args.algorithm, args.max_trials, args.parallel_trials), emit_experiment=args.emit_experiment)
     return 0
 
 
@@ -300,9 +247,9 @@ def cmd_serve(args) -> int:
     if args.token_file:
         os.environ["KEEL_SERVE_TOKEN_FILE"] = args.token_file
     model = args.model
-    if model == "latest":  # the newest version in the store, whichever model (keel.pipelines.model_ref)
+    if model == "latest":  # the newest version in the store, whichever model (keel.pipelines.records.model_ref)
         from keel.components.register.registry import Registry
-        from keel.pipelines.model_ref import newest
+        from keel.pipelines.records.model_ref import newest
 
         ref = newest(Registry(args.store or load_config(args.config or DEFAULT_CONFIG).registry.store))
         model = Registry(ref.store).uri(ref.model_name, ref.version)
@@ -320,13 +267,13 @@ def cmd_serve(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "check": cmd_check, "compile": cmd_compile, "tune": cmd_tune, "serve": cmd_serve,
-            "submit": submit.cmd_submit, "schedule": submit.cmd_schedule, "data": data_cli.cmd_data,
+            "submit": submit.cmd_submit, "schedule": schedule.cmd_schedule, "data": data_cli.cmd_data,
             "reproduce": reproduce.cmd_reproduce, **models_cli.COMMANDS, **governance_cli.COMMANDS}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from keel.pipelines.local_run import PipelineFailed
+    from keel.pipelines.local.runner import PipelineFailed
 
     try:
         return COMMANDS[args.command](args)

@@ -1,0 +1,1 @@
+"""What runs leave behind: run records, reports, lineage views and model references."""
