@@ -9,6 +9,9 @@ Defaults live here and only here.
 
 from __future__ import annotations
 
+import re
+import urllib.parse
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -107,8 +110,6 @@ class DataSection(Section):
         return self
 
     def dataset_name(self) -> str:
-        from keel.components._common.datasets import default_name
-
         return self.name or default_name(self.source, table=self.table, collection=self.collection)
 
 
@@ -462,3 +463,15 @@ class BackfillSection(Section):
         if self.start_date and self.start_date > self.end_date:
             raise ValueError(f"backfill.start_date {self.start_date} is after backfill.end_date {self.end_date}")
         return self
+
+
+def default_name(source: str, *, table: str | None = None, collection: str | None = None) -> str:
+    """A dataset name from the source: the table, collection or file stem, lower-cased."""
+    if table or collection:
+        raw = (table or collection).split(".")[-1]
+    elif "://" in source and urllib.parse.urlsplit(source).scheme in ("postgresql", "postgres"):
+        raw = "query-" + urllib.parse.urlsplit(source).path.strip("/")
+    else:
+        raw = Path(urllib.parse.urlsplit(source).path).name.split(".")[0] or urllib.parse.urlsplit(source).netloc
+    name = re.sub(r"[^a-z0-9._-]+", "-", raw.lower()).strip("-._")[:63]
+    return name or "dataset"

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.parse
 from pathlib import Path
 
 from keel.components._common import lineage, storage
@@ -37,18 +36,6 @@ _HASH = re.compile(r"^(sha256:)?([0-9a-f]{8,64})$")
 
 def root(store: str) -> str:
     return storage.join(store, "datasets")
-
-
-def default_name(source: str, *, table: str | None = None, collection: str | None = None) -> str:
-    """A dataset name from the source: the table, collection or file stem, lower-cased."""
-    if table or collection:
-        raw = (table or collection).split(".")[-1]
-    elif "://" in source and urllib.parse.urlsplit(source).scheme in ("postgresql", "postgres"):
-        raw = "query-" + urllib.parse.urlsplit(source).path.strip("/")
-    else:
-        raw = Path(urllib.parse.urlsplit(source).path).name.split(".")[0] or urllib.parse.urlsplit(source).netloc
-    name = re.sub(r"[^a-z0-9._-]+", "-", raw.lower()).strip("-._")[:63]
-    return name or "dataset"
 
 
 def check_name(name: str, where: str = "data.name") -> str:

@@ -33,6 +33,7 @@ import pandas as pd
 from keel.components._common import dtypes
 from keel.components._common.config import TargetSection
 from keel.components._common.target import check_target, classes_for
+from keel.components.profile.values import numeric_values
 
 KINDS = ("numeric", "categorical", "boolean", "datetime", "text")
 TOP_VALUES = 10
@@ -109,13 +110,6 @@ def _hashable(series: pd.Series) -> pd.Series:
 
 def _isnull(value) -> bool:
     return value is None or (not isinstance(value, (list, tuple, dict, np.ndarray)) and bool(pd.isna(value)))
-
-
-def numeric_values(series: pd.Series) -> pd.Series:
-    """The column as float64 (NaN for nulls), for numeric-kind columns of any dtype."""
-    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
-        return series.astype("float64")
-    return pd.to_numeric(series, errors="coerce").astype("float64")
 
 
 def _number(value) -> float | None:

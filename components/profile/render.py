@@ -14,7 +14,7 @@ import pandas as pd
 
 from keel.components._common import report
 from keel.components._common.config import TargetSection
-from keel.components.profile.profile import numeric_values
+from keel.components.profile.values import numeric_values
 
 _BLUE, _LIGHT, _RED, _GREY = "#3e7cb1", "#9fc5e8", "#c0392b", "#7b8794"
 _BINS = 30

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from keel.components._common import report
-from keel.components.validate.validate import ValidationResult
+
+if TYPE_CHECKING:  # an annotation only: validate imports this module to write the report
+    from keel.components.validate.validate import ValidationResult
 
 EXAMPLES = 5
 # Every violating cell is listed up to this many; beyond it the page would

@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = sub.add_parser("run", help="run a pipeline locally, end to end", description=(
-        "Run the training pipeline on this machine through kfp.local: every step is the same KFP component "
+        "Run the config's pipeline on this machine through kfp.local: every step is the same KFP component "
         "that runs on a cluster. Give a CONFIG, or --data and --target for a table you have not configured yet "
         "(settings are inferred; flags override config values)."))
     run.add_argument("config", nargs="?", help="pipeline config YAML (default: the embedded default config)")
@@ -66,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
 
     comp = sub.add_parser("compile", help="compile every pipeline to KFP IR YAML", description=(
         "Write <out>/<pipeline>.yaml for every Keel pipeline. Each file uploads as-is to the Kubeflow "
-        "dashboard. With CONFIG, its values become the pipeline parameters' defaults."))
+        "dashboard. With CONFIG, its values become the defaults of its own pipeline's parameters; every other "
+        "pipeline compiles from its example config."))
     comp.add_argument("config", nargs="?", help="config whose values become the parameters' defaults")
     comp.add_argument("--out", default="dist", help="output directory (default: dist)")
 
