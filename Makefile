@@ -17,10 +17,10 @@ PYTEST_ARGS ?=
 # pyflakes' checks and syntax errors; tests/test_lint.py runs the same in `make test`.
 RUFF_ARGS := --select F,E9 --target-version py311
 
-.PHONY: install run test test-fast compile golden serve tune bench lint clean help images push
+.PHONY: install run test test-fast compile golden serve tune bench lint clean help images push docs
 
 help:
-	@echo "make run | test | serve | tune | install | compile | golden | images | image-NAME | push | bench | bench-pipeline | bench-serve | bench-hpo | bench-images | bench-train | bench-compress | bench-ingest | lint | clean"
+	@echo "make run | test | serve | tune | install | compile | golden | images | image-NAME | push | bench | bench-pipeline | bench-serve | bench-hpo | bench-images | bench-train | bench-compress | bench-ingest | lint | docs | clean"
 
 install: $(STAMP)
 
@@ -106,6 +106,11 @@ bench-ingest: install
 
 bench-%: install
 	PYTHONPATH=tests $(PY) tests/bench/$(subst -,_,$*).py
+
+# Regenerates pipelines/config-reference.md from the pydantic config models
+# (tests/test_docs.py fails when the committed file is stale).
+docs: install
+	$(PY) -m keel.pipelines.config_reference
 
 lint: install
 	$(VENV)/bin/ruff check $(RUFF_ARGS) components pipelines tests
