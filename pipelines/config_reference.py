@@ -28,12 +28,10 @@ OUTPUT = Path(__file__).with_name("config-reference.md")
 
 
 def config_models() -> dict[str, type[BaseModel]]:
-    """{pipeline kind (the config's `pipeline:` value): its config model}: the one list of them."""
-    from keel.pipelines.backfill_config import BackfillConfig
-    from keel.pipelines.config import TrainingConfig
-    from keel.pipelines.vision_config import VisionConfig
+    """{pipeline kind (the config's `pipeline:` value): its config model}, from the pipeline registry."""
+    from keel.pipelines import registry
 
-    return {"training": TrainingConfig, "vision": VisionConfig, "backfill": BackfillConfig}
+    return {p.kind: p.config_model for p in registry.all_pipelines()}
 
 
 def _doc(cls: type) -> str:

@@ -19,7 +19,7 @@ S3_KEYS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "KE
 SOURCE_SECRET = "keel-source-credentials"
 SOURCE_KEYS = ("PGPASSWORD", "MONGODB_PASSWORD")
 # Governance keys, each given only to the step that uses it: the PII pseudonymisation key to
-# ingest; the bundle signing and encryption keys to register (README, "Protecting artifacts").
+# ingest; the bundle signing and encryption keys to register (components/README.md, "Protecting artifacts").
 KEYS_SECRET = "keel-governance-keys"
 PII_KEYS = ("KEEL_PII_KEY",)
 BUNDLE_KEYS = ("KEEL_SIGNING_KEY", "KEEL_BUNDLE_KEY")

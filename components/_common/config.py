@@ -236,7 +236,7 @@ FAIRNESS_MAX_METRICS = ("demographic_parity_difference", "equalized_odds_differe
 class FairnessMitigation(Section):
     """What post-processing would buy: fairlearn's ThresholdOptimizer, fitted on the validation split.
 
-    Reported before/after, never applied to the registered model (README, "Design decisions").
+    Reported before/after, never applied to the registered model (components/README.md, Fairness).
     """
 
     method: Literal["none", "threshold_optimizer"] = "none"

@@ -4,7 +4,7 @@ Reading: the ADBC Postgres driver (Apache Arrow's) runs a query as
 `COPY (query) TO STDOUT (FORMAT binary)` and decodes the binary rows straight
 into Arrow record batches in C++, so no Python object is made per value and
 only one batch (`BATCH_BYTES`) is in memory at a time. Measured against
-`pandas.read_sql` on 1M rows in `make bench-ingest` (README, Benchmarks).
+`pandas.read_sql` on 1M rows in `make bench-ingest` (tests/bench/README.md).
 
 Parameters: a query's parameters are bound by psycopg (`ClientCursor.mogrify`:
 libpq's own literal quoting per type), never by Python string formatting.

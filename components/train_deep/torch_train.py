@@ -370,7 +370,7 @@ def export(model: nn.Module, out_dir: str | Path, info: dict) -> None:
     shape = info["input"]
     example = torch.zeros(2, shape["channels"], shape["height"], shape["width"])
     with torch.inference_mode(), warnings.catch_warnings():
-        # torch 2.14 deprecates TorchScript; Keel exports it on purpose for torch-native consumers (README).
+        # torch 2.14 deprecates TorchScript; Keel exports it on purpose for torch-native consumers (components/README.md).
         warnings.filterwarnings("ignore", category=FutureWarning, message="`torch.jit")
         scripted = torch.jit.trace(model, example)
     scripted.save(str(out / artifact.FILE_NAMES["torchscript"]))
