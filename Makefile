@@ -112,8 +112,10 @@ bench-%: install
 docs: install
 	$(PY) -m keel.pipelines.config_reference
 
+# ruff, then the import contracts (setup.cfg [importlinter]); tests/test_import_layers.py runs the contracts in `make test`.
 lint: install
 	$(VENV)/bin/ruff check $(RUFF_ARGS) components pipelines tests
+	$(VENV)/bin/lint-imports --config setup.cfg --no-cache
 
 clean:
 	rm -rf runs dist build .bench

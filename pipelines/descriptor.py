@@ -149,6 +149,8 @@ class PipelineDescriptor:
         variant_names: every name `variants` can return (a run directory's pipeline name finds its kind).
         runners: the `--runner` values it supports, and `runner_note`: why not the others.
         warm_start: steps fork from the pre-imported tabular stack (keel.pipelines.local.warm_start).
+        tune: `keel tune`: (config, algorithm, max_trials, parallel_trials, emit_experiment) runs only the
+            hyperparameter search; None where the pipeline has no search.
     """
 
     kind: str
@@ -164,6 +166,7 @@ class PipelineDescriptor:
     runners: tuple[str, ...] = ("local", "docker")
     runner_note: str = ""
     warm_start: bool = False
+    tune: Callable[..., Any] | None = None
 
     def names(self) -> tuple[str, ...]:
         return self.variant_names or (self.kind,)

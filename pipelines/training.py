@@ -29,7 +29,7 @@ from keel.components.split.component import split_data
 from keel.components.train.component import train_model
 from keel.components.tune.component import tune_hyperparameters
 from keel.components.validate.component import validate_data
-from keel.pipelines import credentials, training_run
+from keel.pipelines import credentials, training_run, training_tune
 from keel.pipelines.config_files import CONFIG_DIR, DEFAULT_CONFIG, read_yaml
 from keel.pipelines.descriptor import PipelineDescriptor
 from keel.pipelines.training_config import TrainingConfig
@@ -238,5 +238,6 @@ PIPELINE = PipelineDescriptor(
     cli_overrides=training_run.cli_overrides,
     variants=_variants,
     variant_names=("training", "training-tuned"),
+    tune=training_tune.run_tune,
     warm_start=True,
 )

@@ -18,8 +18,8 @@ from keel.pipelines.training_config import TrainingConfig
 
 def check_config(cfg: TrainingConfig) -> None:
     """Config-only checks that need the estimator and metric tables."""
-    from keel.components.evaluate.metrics import available_metrics
-    from keel.components.train.estimators import check_params
+    from keel.components._common.evaluation.metrics import available_metrics
+    from keel.components._common.training.estimators import check_params
 
     check_params(cfg.model, cfg.target.task)
     available = available_metrics(cfg.target.task)

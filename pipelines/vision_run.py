@@ -19,12 +19,12 @@ def preflight_vision(cfg: VisionConfig) -> dict[str, image_data.ImageSet]:
     sets = image_data.load_source(cfg.data.source)
     first = next(iter(sets.values()))
     if cfg.model.framework == "torch":
-        from keel.components.train_deep.models import build_image_model
+        from keel.components._common.deep_model.models import build_image_model
 
         build_image_model(cfg.model.architecture, first.shape, len(first.classes), cfg.model.params, [0.5] * first.shape[2],
                           [0.25] * first.shape[2])
     else:
-        from keel.components.train_deep.keras_models import check_image_params
+        from keel.components._common.deep_model.keras_models import check_image_params
 
         check_image_params(cfg.model.architecture, first.shape, cfg.model.params)
     return sets

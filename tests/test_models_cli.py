@@ -10,9 +10,9 @@ import yaml
 from keel.components._common.errors import KeelError
 from keel.components._common.k8s_schema import validate_manifest
 from testkit.kube import kube_api  # noqa: F401 (fixture)
-from keel.components.register import stages
-from keel.components.register.bundle import INFO_FILE, METRICS_FILE, MODEL_FILE
-from keel.components.register.registry import Registry
+from keel.components._common.registry import stages
+from keel.components._common.registry.bundle import INFO_FILE, METRICS_FILE, MODEL_FILE
+from keel.components._common.registry.registry import Registry
 from keel.pipelines.cli import main as cli
 from keel.pipelines.cli import models as models_cli
 

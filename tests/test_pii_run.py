@@ -128,7 +128,7 @@ def test_the_run_log_and_the_terminal_name_the_policy_but_no_value(pii_run):
 
 def test_the_registered_model_never_saw_the_dropped_column(pii_run):
     _, _, cfg, _, _ = pii_run
-    from keel.components.register.bundle import load_bundle
+    from keel.components._common.registry.bundle import load_bundle
 
     bundle = load_bundle(cfg.registry.store, cfg.registry.model_name)
     assert "full_name" not in bundle.info["input_columns"] and "full_name" not in json.dumps(bundle.schema)

@@ -10,8 +10,8 @@ import pytest
 from keel.components._common import datasets
 from keel.components._common.tables import read_parquet
 from keel.components._common.target import LABEL
-from keel.components.register.bundle import load_bundle
-from keel.components.register.registry import Registry
+from keel.components._common.registry.bundle import load_bundle
+from keel.components._common.registry.registry import Registry
 from keel.pipelines.cli.main import EXIT_GATE_FAILED, EXIT_STEP_FAILED, main
 from keel.pipelines.config import DEFAULT_CONFIG, load_config, with_overrides
 from keel.pipelines.local.runner import run_local

@@ -12,7 +12,7 @@ import pytest
 
 from keel.components._common import datasets, tables
 from keel.components._common.errors import ConfigError, KeelError, StorageError
-from keel.components.register.bundle import load_bundle
+from keel.components._common.registry.bundle import load_bundle
 from keel.pipelines.config import DEFAULT_CONFIG, load_config, with_overrides
 from keel.pipelines.records.model_ref import ModelRef, resolve
 from keel.pipelines.local.reproduce import (

@@ -41,7 +41,7 @@ def test_quick_path_search_prints_a_trial_table(tmp_path, capsys):
     (["tune", TUNED, "--max-trials", "0"], "--max-trials: 0; use 1 or more"),
     (["tune", TUNED, "--max-trials", "1", "--parallel-trials", "2"], "parallel_trials (2) is more than max_trials (1)"),
     (["tune", "--data", "x.csv", "--target", "y", "--model", "linear_regression", "--task", "regression"], ""),
-    (["tune", "pipelines/configs/flights-backfill.yaml"], "keel tune: a backfill config has no `tune` section to search"),
+    (["tune", "pipelines/configs/flights-backfill.yaml"], "keel tune: a backfill config has no hyperparameter search; give a training config"),
 ])
 def test_bad_flags_are_one_line(tmp_path, capsys, argv, message):
     if "x.csv" in argv:

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from keel.components.register.bundle import load_bundle
-from keel.components.register.registry import Registry
+from keel.components._common.registry.bundle import load_bundle
+from keel.components._common.registry.registry import Registry
 from keel.pipelines.config import parse_config
 from keel.pipelines.local.runner import run_checked
 

@@ -106,6 +106,11 @@ def artifact_hash(artifact) -> str:
     return "sha256:" + hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def json_hash(value) -> str:
+    """Content hash of a JSON-able value (metrics have no file of their own); keys sorted, others as str."""
+    return "sha256:" + hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def write_metadata_file(artifact) -> None:
     """Writes a metadata-only artifact's metadata (Metrics, ClassificationMetrics) to its path as JSON.
 

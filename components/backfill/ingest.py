@@ -18,7 +18,7 @@ def ingest_partition_rows(data: DataSection, section: BackfillSection, store: st
             the window and the column), or the query fails.
     """
     from keel.components._common import postgres, privacy
-    from keel.components.ingest.ingest import source_record
+    from keel.components._common.sources import source_record
 
     sql = partition_query(data, section.date_column, partition)
     label = (f"backfill partition {partition['key']} ({section.date_column} in [{partition['start']}, {partition['end']}) "

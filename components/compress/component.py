@@ -17,7 +17,7 @@ def compress_model(
     """Builds int8, pruned and ONNX/TFLite variants of a trained image model, measures each, and picks one to serve.
 
     Args:
-        trained_model: a trained image model directory (model.json + files, see train_deep/artifact.py).
+        trained_model: a trained image model directory (model.json + files, see _common/deep_model/artifact.py).
         test: the test ImageSet (.npz) the accuracies are measured on.
         compression: the `compression` config section (variants, serve, max_accuracy_drop, threads).
         compressed_model: the input's files plus one file per variant; model.json gains the variants in

@@ -17,8 +17,8 @@ import numpy as np
 from keel.components._common.errors import ConfigError, DataError
 from keel.components._common.image_data import ImageSet, read_npz
 from keel.components._common.vision_config import TENSORFLOW_VARIANTS, TORCH_VARIANTS, CompressionSection
-from keel.components.train_deep import artifact
-from keel.components.train_deep.runtime import to_layout
+from keel.components._common.deep_model import artifact
+from keel.components._common.deep_model.runtime import to_layout
 
 REFERENCE = {"torch": "torchscript", "tensorflow": "saved_model"}
 NOTES = {

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keel.components.train_deep.runtime import RUNTIMES, Runtime
+from keel.components._common.deep_model.runtime import RUNTIMES, Runtime
 
 WARMUP_CALLS = 3
 # Timing runs round-robin over the variants (one batch call and a few batch-1 calls

@@ -12,7 +12,7 @@ Applying is a create, or a merge patch when the InferenceService exists
 traffic between the last ready revision and the new one).
 
 Only an approved version (or the production one, re-deployed) is applied
-(keel.components.register.stages): any other is "held", its manifest still
+(keel.components._common.registry.stages): any other is "held", its manifest still
 rendered, with the `keel approve` and `keel deploy` commands that release it.
 A version applied from approved becomes the production one, and the version
 that served before it is archived.
@@ -28,8 +28,8 @@ from keel.components._common import lineage
 from keel.components._common.config import DeploySection
 from keel.components._common.errors import ConfigError, KeelError, StorageError
 from keel.components._common.kube import client_configuration, cluster_source
-from keel.components.register.registry import VersionRef
-from keel.components.register import stages
+from keel.components._common.registry.registry import VersionRef
+from keel.components._common.registry import stages
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 REMOTE_SCHEMES = ("s3://", "gs://", "pvc://", "https://", "hf://", "oci://")

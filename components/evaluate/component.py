@@ -36,7 +36,7 @@ def evaluate_model(
     from keel.components._common import lineage
     from keel.components._common.config import EvaluationSection, TargetSection
     from keel.components._common.errors import user_errors
-    from keel.components.evaluate.evaluate import evaluate_files, json_hash
+    from keel.components.evaluate.evaluate import evaluate_files
 
     with user_errors("evaluate_model"):
         target_cfg, eval_cfg = TargetSection.parse(target, "target"), EvaluationSection.parse(evaluation, "evaluation")
@@ -52,9 +52,9 @@ def evaluate_model(
         parents = [lineage.parent("trained_model", trained_model), lineage.parent("test", test)]
         gate = {"passed": result.passed, "failures": result.failures, "min": eval_cfg.min, "max": eval_cfg.max}
         metrics.metadata["gate"] = gate
-        metrics.metadata.update(lineage.stamp(content_hash=json_hash(result.metrics), parents=parents, params=evaluation))
+        metrics.metadata.update(lineage.stamp(content_hash=lineage.json_hash(result.metrics), parents=parents, params=evaluation))
         curves = {"roc": result.roc, "confusion": result.confusion}
-        classification_metrics.metadata.update(lineage.stamp(content_hash=json_hash(curves), parents=parents, params=evaluation))
+        classification_metrics.metadata.update(lineage.stamp(content_hash=lineage.json_hash(curves), parents=parents, params=evaluation))
         report.metadata.update(gate)
         report.metadata.update(lineage.stamp(content_hash=lineage.file_sha256(report.path), parents=parents, params=evaluation))
         lineage.write_metadata_file(metrics)

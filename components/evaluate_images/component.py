@@ -36,7 +36,6 @@ def evaluate_image_model(
     from keel.components._common import lineage
     from keel.components._common.config import EvaluationSection
     from keel.components._common.errors import user_errors
-    from keel.components.evaluate.evaluate import json_hash
     from keel.components.evaluate_images.evaluate_images import evaluate_image_files
 
     with user_errors("evaluate_image_model"):
@@ -51,10 +50,10 @@ def evaluate_image_model(
         parents = [lineage.parent("trained_model", trained_model), lineage.parent("test", test)]
         gate = {"passed": result.passed, "failures": result.failures, "min": section.min, "max": section.max}
         metrics.metadata["gate"] = gate
-        metrics.metadata.update(lineage.stamp(content_hash=json_hash(result.metrics), parents=parents, params=evaluation,
+        metrics.metadata.update(lineage.stamp(content_hash=lineage.json_hash(result.metrics), parents=parents, params=evaluation,
                                               scored_format=result.fmt))
         scores = {"confusion": result.confusion, "per_class": result.per_class}
-        classification_metrics.metadata.update(lineage.stamp(content_hash=json_hash(scores), parents=parents, params=evaluation))
+        classification_metrics.metadata.update(lineage.stamp(content_hash=lineage.json_hash(scores), parents=parents, params=evaluation))
         report.metadata.update(gate)
         report.metadata.update(lineage.stamp(content_hash=lineage.file_sha256(report.path), parents=parents, params=evaluation))
         lineage.write_metadata_file(metrics)

@@ -18,8 +18,8 @@ from keel.components._common import storage
 from keel.components._common.config import EvaluationSection
 from keel.components._common.errors import DataError
 from keel.components._common.image_data import ImageSet, read_npz
-from keel.components.evaluate import metrics as m
-from keel.components.evaluate import vision_metrics as vm
+from keel.components._common.evaluation import metrics as m
+from keel.components._common.evaluation import vision_metrics as vm
 
 # Image models are scored as multiclass classifiers (a softmax over every class, two classes included).
 TASK = "multiclass"
@@ -65,8 +65,8 @@ def evaluate_image_model(model_dir: str, test: ImageSet, section: EvaluationSect
         ConfigError: a threshold names a metric that image evaluation does not compute.
         DataError: the test images do not fit the model (shape, classes), or the model does not load or score.
     """
-    from keel.components.train_deep.artifact import read_info
-    from keel.components.train_deep.runtime import load_runtime
+    from keel.components._common.deep_model.artifact import read_info
+    from keel.components._common.deep_model.runtime import load_runtime
 
     m.check_thresholds(section, TASK)  # before loading anything: a typo should cost nothing
     info = read_info(model_dir)
@@ -136,7 +136,7 @@ def predict_logits(runtime, images: np.ndarray, layout: str, n_classes: int, bat
     Raises:
         DataError: the model returns the wrong shape or non-finite scores (naming the image).
     """
-    from keel.components.train_deep.runtime import to_layout
+    from keel.components._common.deep_model.runtime import to_layout
 
     out = []
     for start in range(0, len(images), batch_size):

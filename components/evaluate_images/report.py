@@ -15,7 +15,7 @@ import numpy as np
 
 from keel.components._common import report
 from keel.components._common.config import EvaluationSection
-from keel.components.evaluate.evaluate import verdict_html
+from keel.components._common.evaluation.verdict import verdict_html
 
 # The curves model.json's history may hold, per epoch (train_deep writes these keys).
 LOSS_KEYS = ("train_loss", "val_loss")
@@ -27,7 +27,7 @@ _SIZE = (4.6, 3.6)
 
 def render_report(result, section: EvaluationSection) -> str:
     """The HTML page for an `ImageEvaluation` (evaluate_images.evaluate_image_model's result)."""
-    from keel.components.evaluate import plots
+    from keel.components._common.evaluation import plots
 
     info = result.info
     history = info.get("history") or []

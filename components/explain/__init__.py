@@ -9,12 +9,4 @@ def __getattr__(name):
         from keel.components.explain.component import explain_model
 
         return explain_model
-    if name == "card_summary":
-        from keel.components.explain.explain import card_summary
-
-        return card_summary
-    if name == "card_figures":
-        from keel.components.explain.plots import card_figures
-
-        return card_figures
     raise AttributeError(name)

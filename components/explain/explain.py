@@ -18,7 +18,7 @@ Methods:
   scikit-learn's permutation importance of each raw column on the test rows.
 
 The explainer spec written here (`explainer.json` in the bundle) is read by
-keel.components.serve.explain, which builds the same explainer per request.
+keel.components._common.explainer_spec, which builds the same explainer per request.
 Kept free of KFP so it runs in tests and in the component alike.
 """
 
@@ -36,7 +36,7 @@ from keel.components._common import report, storage, tables
 from keel.components._common.config import ExplainSection, TargetSection
 from keel.components._common.errors import ConfigError, DataError
 from keel.components._common.target import LABEL
-from keel.components.serve.explain import SPEC_FORMAT, Attributions, parse_spec
+from keel.components._common.explainer_spec import SPEC_FORMAT, Attributions, parse_spec
 
 TOP_COLUMNS = 30  # global attributions kept in the artifact's metadata
 PERMUTATIONS = 2  # antithetic permutations per row: each pass is exact in sum, more only lowers the variance
@@ -244,7 +244,7 @@ def feature_sources(transformer, input_columns: list[str], feature_names: list[s
     Raises:
         DataError: a feature name names no input column.
     """
-    from keel.components.serve.transform import CompiledFeatures, NotCompilable
+    from keel.components._common.compiled_features import CompiledFeatures, NotCompilable
 
     try:
         sources = CompiledFeatures(transformer, input_columns).sources
@@ -300,18 +300,6 @@ def bare_estimator(estimator):
     return bare
 
 
-def card_summary(metadata: dict) -> list[dict]:
-    """Rows for the model card: column, mean_abs (the global value) and direction, largest first.
-
-    Args:
-        metadata: the explainer artifact's metadata (`Explanation.metadata()`); `measure`
-            there says what mean_abs holds (mean |shap| or permutation importance).
-    """
-    directions = metadata.get("directions") or {}
-    return [{"column": column, "mean_abs": float(value), "direction": directions.get(column, "unknown")}
-            for column, value in (metadata.get("global_attributions") or {}).items()]
-
-
 def explain_files(model_path: str, train_path: str, test_path: str, target: TargetSection, section: ExplainSection,
                   model_info: dict, explainer_path: str, report_path: str) -> Explanation:
     """Loads the model and splits, explains, and writes the spec JSON and the HTML report."""
@@ -326,7 +314,7 @@ def explain_files(model_path: str, train_path: str, test_path: str, target: Targ
 
 def render_report(result: Explanation, model_info: dict | None = None) -> str:
     """The self-contained HTML report: method and why, plots and the attribution table."""
-    from keel.components.explain import plots
+    from keel.components._common.governance import explain_views as plots
 
     model_info = model_info or {}
     about = [
@@ -384,7 +372,7 @@ def _features(transformer, frame: pd.DataFrame) -> np.ndarray:
 
 
 def _classes(pipeline, model_info: dict) -> list[str]:
-    from keel.components.evaluate.evaluate import class_names
+    from keel.components._common.evaluation.scoring import class_names
 
     if model_info.get("classes"):
         return class_names(list(model_info["classes"]))

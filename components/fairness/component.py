@@ -36,7 +36,6 @@ def assess_fairness(
     from keel.components._common import lineage
     from keel.components._common.config import EvaluationSection, FairnessSection, TargetSection
     from keel.components._common.errors import user_errors
-    from keel.components.evaluate.evaluate import json_hash
     from keel.components.fairness.fairness import assess_files
 
     with user_errors("assess_fairness"):
@@ -54,7 +53,7 @@ def assess_fairness(
         params = section.model_dump(mode="json")
         metrics.metadata["gate"] = result.gate
         metrics.metadata["fairness"] = content
-        metrics.metadata.update(lineage.stamp(content_hash=json_hash(content), parents=parents, params=params))
+        metrics.metadata.update(lineage.stamp(content_hash=lineage.json_hash(content), parents=parents, params=params))
         report.metadata.update(result.gate)
         report.metadata.update(lineage.stamp(content_hash=lineage.file_sha256(report.path), parents=parents, params=params))
         lineage.write_metadata_file(metrics)

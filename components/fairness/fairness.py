@@ -23,8 +23,7 @@ from keel.components._common.config import EvaluationSection, FairnessSection, T
 from keel.components._common.errors import ConfigError, DataError
 from keel.components._common.target import LABEL
 from keel.components.fairness import intervals
-# card_summary and card_figures are the model card's API, re-exported here beside the result they read.
-from keel.components.fairness.render import FOUR_FIFTHS, card_figures, card_summary, render_report  # noqa: F401
+from keel.components._common.governance.fairness_views import FOUR_FIFTHS, render_report
 
 MISSING_GROUP = "(missing)"
 NOT_APPLIED = ("Reported only, never applied to the registered model: group-specific thresholds need the protected "
@@ -116,7 +115,7 @@ def assess(pipeline, test: pd.DataFrame, validation: pd.DataFrame, target: Targe
 def assess_files(model_path: str, test_path: str, validation_path: str, target: TargetSection, evaluation: EvaluationSection,
                  section: FairnessSection, model_info: dict, report_path: str) -> FairnessResult:
     """Loads the model and splits, assesses, and writes the HTML report to `report_path`."""
-    from keel.components.evaluate.evaluate import load_model
+    from keel.components._common.evaluation.scoring import load_model
 
     pipeline = load_model(model_path)
     result = assess(pipeline, tables.read_parquet(test_path), tables.read_parquet(validation_path), target, evaluation,
@@ -152,7 +151,7 @@ def check_columns(frame: pd.DataFrame, columns: list[str], split: str) -> None:
 def score(pipeline, test: pd.DataFrame, target: TargetSection, evaluation: EvaluationSection,
           model_info: dict) -> tuple[np.ndarray, np.ndarray]:
     """(y_true, y_pred) exactly as evaluate_model computes them: same columns, checks and decision threshold."""
-    from keel.components.evaluate.evaluate import evaluate
+    from keel.components._common.evaluation.scoring import evaluate
 
     # No min/max: this run only needs the predictions, and evaluate_model gates the metrics already.
     scored = evaluate(pipeline, test, target, EvaluationSection(decision_threshold=evaluation.decision_threshold), model_info)
@@ -281,7 +280,7 @@ def mitigate(pipeline, test: pd.DataFrame, validation: pd.DataFrame, y_true: np.
     from fairlearn.postprocessing import ThresholdOptimizer
     from sklearn.metrics import accuracy_score
 
-    from keel.components.evaluate.evaluate import _split
+    from keel.components._common.evaluation.scoring import split
 
     column = section.sensitive[0]
     result = {"method": section.mitigation.method, "constraint": section.mitigation.constraint, "attribute": column,
@@ -294,8 +293,8 @@ def mitigate(pipeline, test: pd.DataFrame, validation: pd.DataFrame, y_true: np.
         reason = "the model has no predict_proba, and ThresholdOptimizer moves thresholds on its scores"
     if reason:
         return {**result, "reason": reason}
-    X_val, y_val = _split(validation, pipeline, model_info, "binary")
-    X_test, _ = _split(test, pipeline, model_info, "binary")
+    X_val, y_val = split(validation, pipeline, model_info, "binary")
+    X_test, _ = split(test, pipeline, model_info, "binary")
     val_groups, test_groups = group_labels(validation[column]), group_labels(test[column])
     optimizer = ThresholdOptimizer(estimator=pipeline, constraints=section.mitigation.constraint, prefit=True,
                                    predict_method="predict_proba")

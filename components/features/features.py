@@ -14,12 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from keel.components._common.config import FeaturesSection
 from keel.components._common.errors import ConfigError, DataError
 from keel.components._common.target import LABEL
+# Re-imported, not only used: transformers pickled before the coercions moved to _common refer to them here.
+from keel.components._common.encoding import as_categories, as_numbers  # noqa: F401
 
 
 @dataclass
@@ -72,32 +73,6 @@ def load_transformer(path: str | Path):
     if not hasattr(transformer, "transform") or not hasattr(transformer, "feature_names_in_"):
         raise DataError(f"{path}: holds a {type(transformer).__name__}, not a fitted transformer")
     return transformer
-
-
-def as_numbers(frame: pd.DataFrame) -> pd.DataFrame:
-    """Numeric columns as float64 (bools and numeric strings included).
-
-    Part of the pickled transformer: keep this name and module stable.
-    """
-    return pd.DataFrame({c: pd.to_numeric(frame[c], errors="raise").astype("float64") for c in frame.columns}, index=frame.index)
-
-
-def as_categories(frame: pd.DataFrame) -> pd.DataFrame:
-    """Categorical columns as text with NaN for missing, whatever their dtype.
-
-    Scikit-learn's imputer ignores None, rejects bool columns, and its encoders
-    reject mixed str/bool values; Parquet gives all three. Integral floats read
-    as integers so 3 and 3.0 are one category. Part of the pickled transformer:
-    keep this name and module stable.
-    """
-    return pd.DataFrame({c: frame[c].map(_category_text, na_action="ignore").astype(object).where(frame[c].notna(), np.nan)
-                         for c in frame.columns}, index=frame.index)
-
-
-def _category_text(value) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def column_types(frame: pd.DataFrame, features: FeaturesSection) -> dict[str, str]:

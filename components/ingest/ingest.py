@@ -23,9 +23,7 @@ the component alike.
 
 from __future__ import annotations
 
-import datetime as dt
 import tempfile
-import urllib.parse
 from pathlib import Path
 
 import pandas as pd
@@ -34,25 +32,8 @@ from keel.components._common import datasets, privacy, tables
 from keel.components._common.config import DataSection, TargetSection
 from keel.components._common.errors import ConfigError, DataError
 from keel.components._common.target import check_target
+from keel.components._common.sources import source_kind, source_record
 from keel.components._common.uris import redact
-
-
-def source_kind(uri: str) -> str:
-    scheme = urllib.parse.urlsplit(uri).scheme.lower() if "://" in uri else "file"
-    return {"postgres": "postgresql", "": "file"}.get(scheme, scheme)
-
-
-def source_record(data: DataSection) -> dict:
-    """What was read, for the dataset record and lineage (never a password)."""
-    kind = source_kind(data.source)
-    record = {"kind": kind, "uri": redact(data.source), "snapshot_time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    if kind == "postgresql":
-        record.update({"table": data.table, "query": data.query, "params": data.params})
-    elif kind == "mongodb":
-        record.update({"collection": data.collection, "filter": data.filter, "projection": data.projection})
-    elif kind in ("file", "s3"):
-        record.update({"format": data.format, "delimiter": data.delimiter, "encoding": data.encoding})
-    return {k: v for k, v in record.items() if v is not None}
 
 
 def snapshot(data: DataSection, out_path: str) -> dict:

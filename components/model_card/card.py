@@ -277,7 +277,7 @@ def fairness_context(fairness) -> dict | None:
     """The Fairness section: the gate, disparity metrics with intervals, notes and plots."""
     if fairness is None:
         return None
-    from keel.components.fairness.fairness import card_figures, card_summary
+    from keel.components._common.governance.fairness_views import card_figures, card_summary
 
     meta = dict(fairness.metadata or {})
     result, gate = meta.get("fairness") or {}, meta.get("gate") or {}
@@ -301,8 +301,7 @@ def explainability_context(explainer) -> dict | None:
     """The Explainability section: method, global attributions per input column, and the plot."""
     if explainer is None:
         return None
-    from keel.components.explain.explain import card_summary
-    from keel.components.explain.plots import card_figures
+    from keel.components._common.governance.explain_views import card_figures, card_summary
 
     meta = dict(explainer.metadata or {})
     figures = card_figures(meta)

@@ -14,12 +14,12 @@ from typing import Any, Mapping
 from keel.components._common import lineage
 from keel.components._common.config import RegistrySection, Section
 from keel.components._common.errors import DataError
-from keel.components.register import bundle as b
-from keel.components.register import stages
+from keel.components._common.registry import bundle as b
+from keel.components._common.registry import stages
 from keel.components.register.image_card import render
 from keel.components.register.register import Registered, _json_bytes, artifact_record, gate_verdict, numeric_metrics, redact
-from keel.components.register.registry import Registry
-from keel.components.train_deep.artifact import MODEL_INFO, read_info
+from keel.components._common.registry.registry import Registry
+from keel.components._common.deep_model.artifact import MODEL_INFO, read_info
 
 # Every input artifact; each appears in lineage.json.
 IMAGE_INPUTS = ("model", "trained_model", "metrics", "train", "validation", "test")

@@ -16,9 +16,9 @@ from keel.components._common.uris import redact_all
 from keel.components._common import lineage
 from keel.components._common.config import GovernanceSection, RegistrySection, Section
 from keel.components._common.errors import DataError, StorageError
-from keel.components.register import bundle as b
-from keel.components.register import stages
-from keel.components.register.registry import Registry, export_version
+from keel.components._common.registry import bundle as b
+from keel.components._common.registry import stages
+from keel.components._common.registry.registry import Registry, export_version
 
 # Every input artifact of register_model; each one appears in lineage.json.
 INPUT_ARTIFACTS = ("trained_model", "schema", "metrics", "fairness_metrics", "explainer", "card_md", "card_html",
@@ -133,7 +133,7 @@ def model_info(model_meta: Mapping, model_bytes: bytes, target_task: str) -> dic
 
 
 def automatic_gates(artifacts: Mapping[str, Any], governance: GovernanceSection) -> dict[str, dict]:
-    """The gates a version passed on its way in, as the stage log records them (keel.components.register.stages).
+    """The gates a version passed on its way in, as the stage log records them (keel.components._common.registry.stages).
 
     metrics and fairness: the evaluate and assess_fairness verdicts (the pipeline registers only when
     both passed, so a failure here means a hand-made call). validation: no row quarantined and no

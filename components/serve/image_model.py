@@ -1,9 +1,9 @@
 """ImageModel: a registered image bundle behind KServe's V1 and V2 protocols.
 
-The bundle was verified file by file (register/bundle.py) before this runs.
+The bundle was verified file by file (_common/registry/bundle.py) before this runs.
 Its model.json and the exported file for its serving format (TorchScript,
 ONNX, TFLite or a SavedModel zip) are written into a private directory and
-opened with keel.components.train_deep.runtime, the same runtime evaluate and
+opened with keel.components._common.deep_model.runtime, the same runtime evaluate and
 compress score with, so the predictor answers exactly what those steps
 measured. Requests are decoded and checked by image_inputs.py; the answer is
 the class name and the softmax of the model's scores per image, in the same
@@ -26,7 +26,7 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from keel.components._common.errors import DataError
-from keel.components.register.bundle import Bundle, image_model_files
+from keel.components._common.registry.bundle import Bundle, image_model_files
 from keel.components.serve.image_inputs import ImageSpec, from_v1, from_v2
 from keel.components.serve.inputs import Policy
 
@@ -108,7 +108,7 @@ class ImageModel(kserve.Model):
     def runtime(self):
         """This process's runtime, opened on first use (see the fork note in `load`)."""
         if self._pid != os.getpid():
-            from keel.components.train_deep.runtime import load_runtime
+            from keel.components._common.deep_model.runtime import load_runtime
 
             # One thread per worker: server workers are the parallelism (load_runtime turns any load error into a DataError).
             self._runtime = load_runtime(self._dir.name, self.format, self.model_info, threads=1)
@@ -122,7 +122,7 @@ class ImageModel(kserve.Model):
         _ = self.runtime  # now, so a worker's first request does not pay for it
 
     def _scores(self, images: np.ndarray) -> np.ndarray:
-        from keel.components.train_deep.runtime import to_layout
+        from keel.components._common.deep_model.runtime import to_layout
 
         return np.asarray(self.runtime.predict(to_layout(images, self.layout)))
 

@@ -22,10 +22,10 @@ import numpy as np
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from keel.components.register.bundle import Bundle
+from keel.components._common.registry.bundle import Bundle
 from keel.components.serve.inputs import InputSchema, Policy
 from keel.components.serve.predictors import serving_predictor
-from keel.components.serve.transform import ServingFeatures, request_frame
+from keel.components._common.compiled_features import ServingFeatures, request_frame
 
 log = logging.getLogger("keel.serve")
 payload_log = logging.getLogger("keel.serve.payloads")
@@ -110,7 +110,7 @@ class KeelModel(kserve.Model):
     @property
     def explainer(self):
         if self._explainer is None and not self._explainer_error:
-            from keel.components.serve.explain import SPEC_FILE, Attributions, NoExplainer, parse_spec
+            from keel.components._common.explainer_spec import SPEC_FILE, Attributions, NoExplainer, parse_spec
 
             spec = self.bundle.files.get(SPEC_FILE)
             if spec is not None:

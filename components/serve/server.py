@@ -76,7 +76,7 @@ def load_model_bundle(uri: str, store: str | None = None, model_name: str | None
     Raises:
         StorageError / DataError: nothing to load there, or a file fails its hash check.
     """
-    from keel.components.register.bundle import load_bundle, load_bundle_dir
+    from keel.components._common.registry.bundle import load_bundle, load_bundle_dir
 
     uri = uri.rstrip("/") if uri not in ("/",) else uri
     if uri == "latest":

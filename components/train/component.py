@@ -31,7 +31,8 @@ def train_model(
     from keel.components._common import lineage
     from keel.components._common.config import ModelSection, TargetSection
     from keel.components._common.errors import user_errors
-    from keel.components.train.train import json_hash, train
+    from keel.components._common.training.fit import json_safe
+    from keel.components.train.train import train
 
     with user_errors("train_model"):
         target_cfg, model_cfg = TargetSection.parse(target, "target"), ModelSection.parse(model, "model")
@@ -53,6 +54,6 @@ def train_model(
         for name, value in trained.metrics.items():
             metrics.log_metric(name, value)
         metrics.metadata.update(
-            lineage.stamp(content_hash=json_hash(trained.metrics), parents=[lineage.parent("trained_model", trained_model)], params=model)
+            lineage.stamp(content_hash=lineage.json_hash(json_safe(trained.metrics)), parents=[lineage.parent("trained_model", trained_model)], params=model)
         )
         lineage.write_metadata_file(metrics)

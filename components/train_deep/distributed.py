@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from keel.components._common.errors import DataError
-from keel.components.train_deep import artifact
+from keel.components._common.deep_model import artifact
 from keel.components.train_deep.spec import TrainSpec
 
 

@@ -53,7 +53,7 @@ class _KerasMLP(MLPParams):
         X, targets, n_outputs, validation = checked_inputs(self, X, y, eval_set)
 
         from keel.components._common import tf_import
-        from keel.components.train_deep.keras_models import build_keras_mlp
+        from keel.components._common.deep_model.keras_models import build_keras_mlp
 
         keras, tf = tf_import.keras(), tf_import.tensorflow()
 

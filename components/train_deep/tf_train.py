@@ -49,8 +49,8 @@ import numpy as np
 
 from keel.components._common import image_data, storage
 from keel.components._common.errors import ConfigError, DataError, KeelError
-from keel.components.train_deep import artifact
-from keel.components.train_deep.keras_models import check_image_params
+from keel.components._common.deep_model import artifact
+from keel.components._common.deep_model.keras_models import check_image_params
 from keel.components.train_deep.spec import TrainSpec
 
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
@@ -164,7 +164,7 @@ def _train(spec: TrainSpec) -> dict:
 
     keras = _keras()
 
-    from keel.components.train_deep.keras_models import build_keras_image_model
+    from keel.components._common.deep_model.keras_models import build_keras_image_model
     from keel.components.train_deep.tf_callbacks import EpochBackup, EpochRecorder, read_checkpoint
 
     keras.utils.set_random_seed(spec.seed)
@@ -384,7 +384,7 @@ def export(keras, model, params: dict, out_dir: str | Path, info: dict) -> None:
     or missing, and carries no device placement from the training cluster.
     """
     from keel.components._common.storage import atomic_write_local
-    from keel.components.train_deep.keras_models import build_keras_image_model
+    from keel.components._common.deep_model.keras_models import build_keras_image_model
 
     shape = (info["input"]["height"], info["input"]["width"], info["input"]["channels"])
     served = build_keras_image_model(info["architecture"], shape, len(info["classes"]), params,

@@ -44,7 +44,7 @@ class _TorchMLP(MLPParams):
         """
         import torch
 
-        from keel.components.train_deep.models import build_mlp
+        from keel.components._common.deep_model.models import build_mlp
 
         X, targets, n_outputs, validation = checked_inputs(self, X, y, eval_set)
         if validation is not None:

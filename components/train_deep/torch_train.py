@@ -33,8 +33,8 @@ from torch import nn
 
 from keel.components._common import image_data, storage
 from keel.components._common.errors import ConfigError, DataError
-from keel.components.train_deep import artifact
-from keel.components.train_deep.models import build_image_model
+from keel.components._common.deep_model import artifact
+from keel.components._common.deep_model.models import build_image_model
 from keel.components.train_deep.spec import TrainSpec
 
 CHECKPOINT_FILE = "last.pt"

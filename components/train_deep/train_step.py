@@ -80,7 +80,7 @@ def run_as_pytorchjob(spec: TrainSpec, train_uri: str, validation_uri: str, out_
     from pathlib import Path
 
     from keel.components._common.errors import ConfigError
-    from keel.components.train_deep import artifact
+    from keel.components._common.deep_model import artifact
     from keel.components.train_deep.pytorchjob import run_pytorchjob
 
     for field, uri in (("train", train_uri), ("validation", validation_uri), ("registry.store", registry.store)):

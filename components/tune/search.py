@@ -88,7 +88,7 @@ def run_search(
 
 def tuned_model(model: ModelSection, best_params: dict, task: str) -> dict:
     """The model section with the best parameters in model.params, checked like any config."""
-    from keel.components.train.estimators import check_params
+    from keel.components._common.training.estimators import check_params
 
     merged = ModelSection.parse({**model.model_dump(mode="json"), "params": {**model.params, **best_params}}, "model")
     check_params(merged, task)  # a search space outside what the estimator accepts fails here, by name

@@ -135,9 +135,9 @@ def run_trial(args: TrialArgs, emit: Callable[[str, float], None]) -> float:
     from keel.components._common.config import ModelSection, TargetSection
     from keel.components._common.errors import ConfigError, DataError
     from keel.components._common.target import LABEL
-    from keel.components.evaluate.metrics import available_metrics
-    from keel.components.train.estimators import check_params
-    from keel.components.train.train import fit, load_transformer
+    from keel.components._common.evaluation.metrics import available_metrics
+    from keel.components._common.training.estimators import check_params
+    from keel.components._common.training.fit import fit, load_transformer
 
     target = TargetSection.parse(args.target, "target")
     base = ModelSection.parse(args.model, "model")
@@ -229,7 +229,7 @@ class _Scorer:
 
     def __call__(self, y_pred, proba, *, final: bool) -> float | None:
         from keel.components._common.errors import DataError
-        from keel.components.evaluate.metrics import compute
+        from keel.components._common.evaluation.metrics import compute
 
         values, skipped = compute(self.task, self.y_true, y_pred=y_pred, proba=proba, n_classes=self.n_classes)
         if self.metric in values:

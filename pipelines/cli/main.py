@@ -220,18 +220,18 @@ def cmd_compile(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from keel.pipelines.local.tune import tune, with_tune_flags
+    from keel.pipelines import registry
 
     for flag, value in (("--max-trials", args.max_trials), ("--parallel-trials", args.parallel_trials)):
         if value is not None and value < 1:
             raise KeelError(f"{flag}: {value}; use 1 or more")
     cfg = resolve_config(args)
-    if "tune" not in type(cfg).model_fields:  # a capability, not a pipeline name: the search tunes a `tune` section
-        from keel.pipelines import registry
-
-        raise KeelError(f"keel tune: a {registry.for_config(cfg).kind} config has no `tune` section to search; "
-                        "give a training config")
-    tune(with_tune_flags(cfg, args.algorithm, args.max_trials, args.parallel_trials), emit_experiment=args.emit_experiment)
+    descriptor = registry.for_config(cfg)
+    if descriptor.tune is None:
+        searchable = [d.kind for d in registry.all_pipelines() if d.tune is not None]
+        raise KeelError(f"keel tune: a {descriptor.kind} config has no hyperparameter search; "
+                        f"give a {' or '.join(searchable)} config")
+    descriptor.tune(cfg, args.algorithm, args.max_trials, args.parallel_trials, args.emit_experiment)
     return 0
 
 
@@ -249,7 +249,7 @@ def cmd_serve(args) -> int:
         os.environ["KEEL_SERVE_TOKEN_FILE"] = args.token_file
     model = args.model
     if model == "latest":  # the newest version in the store, whichever model (keel.pipelines.records.model_ref)
-        from keel.components.register.registry import Registry
+        from keel.components._common.registry.registry import Registry
         from keel.pipelines.records.model_ref import newest
 
         ref = newest(Registry(args.store or load_config(args.config or DEFAULT_CONFIG).registry.store))

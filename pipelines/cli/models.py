@@ -1,7 +1,7 @@
 """`keel models|approve|reject|deploy|rollback`: registered versions through their stages.
 
 A version moves candidate -> approved -> production -> archived
-(keel.components.register.stages). Registration records its automatic gates;
+(keel.components._common.registry.stages). Registration records its automatic gates;
 `approve` and `reject` record a named person's decision; `deploy` applies (or,
 with --emit, writes for GitOps) the InferenceService of an approved version,
 which then becomes the production one; `rollback` returns production to the
@@ -84,7 +84,7 @@ def _model_name(name: str) -> str:
 
 def bundle_metadata(store: str, model: str, version: int) -> dict:
     """What register_model hands the deploy step, read from the registry after checking every file's hash."""
-    from keel.components.register.registry import Registry
+    from keel.components._common.registry.registry import Registry
 
     registry = Registry(store)
     manifest = registry.verify(model, version)
@@ -104,7 +104,7 @@ def main_metrics(metrics: dict) -> dict:
 
 def describe_gates(gates: dict | None) -> str:
     """`metrics:pass fairness:FAIL ...`, the usual gates first; "not recorded" for a version registered without them."""
-    from keel.components.register.stages import GATE_NAMES
+    from keel.components._common.registry.stages import GATE_NAMES
 
     if gates is None:
         return "not recorded"
@@ -114,9 +114,9 @@ def describe_gates(gates: dict | None) -> str:
 
 def version_rows(store: str, model: str) -> list[dict]:
     """One record per registered version of `model`: stage, created_at, main metrics, gates, last event."""
-    from keel.components.register.bundle import INFO_FILE, METRICS_FILE
-    from keel.components.register.registry import Registry
-    from keel.components.register.stages import StageLog
+    from keel.components._common.registry.bundle import INFO_FILE, METRICS_FILE
+    from keel.components._common.registry.registry import Registry
+    from keel.components._common.registry.stages import StageLog
 
     registry = Registry(store)
     state = StageLog(store, model).state()
@@ -136,7 +136,7 @@ def version_rows(store: str, model: str) -> list[dict]:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from keel.components.register.registry import Registry
+    from keel.components._common.registry.registry import Registry
 
     store = _store(args)
     registry = Registry(store)
@@ -172,7 +172,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def _decide(args: argparse.Namespace, to: str) -> int:
-    from keel.components.register import stages
+    from keel.components._common.registry import stages
     from keel.pipelines.records.model_ref import resolve
 
     ref = resolve(args.model_version, store=args.store, config=args.config)
@@ -185,13 +185,13 @@ def _decide(args: argparse.Namespace, to: str) -> int:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    from keel.components.register.stages import APPROVED
+    from keel.components._common.registry.stages import APPROVED
 
     return _decide(args, APPROVED)
 
 
 def cmd_reject(args: argparse.Namespace) -> int:
-    from keel.components.register.stages import ARCHIVED
+    from keel.components._common.registry.stages import ARCHIVED
 
     return _decide(args, ARCHIVED)
 
@@ -218,7 +218,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from keel.components._common.k8s_schema import check_manifest
     from keel.components._common.kube import cluster_source
     from keel.components.deploy import inference_service as isvc
-    from keel.components.register import stages
+    from keel.components._common.registry import stages
     from keel.pipelines.records.model_ref import resolve
 
     ref = resolve(args.model_version, store=args.store, config=args.config)
@@ -250,8 +250,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from keel.components._common.k8s_schema import check_manifest
     from keel.components._common.kube import cluster_source
     from keel.components.deploy import inference_service as isvc
-    from keel.components.register import stages
-    from keel.components.register.registry import Registry
+    from keel.components._common.registry import stages
+    from keel.components._common.registry.registry import Registry
 
     store, model = Registry(_store(args)).store, _model_name(args.model)
     section = _config(args).deploy

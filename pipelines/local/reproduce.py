@@ -267,7 +267,7 @@ def reproduce(ref: ModelRef, *, work_dir: Path | None = None, tolerance: float =
             an image model), or work_dir is not usable.
         PipelineFailed: a step of the reproduction failed.
     """
-    from keel.components.register.bundle import SCHEMA_FILE, load_bundle
+    from keel.components._common.registry.bundle import SCHEMA_FILE, load_bundle
     from keel.pipelines.local.runner import PipelineFailed
 
     compare_metrics({}, {}, tolerance)  # refuse a bad tolerance before any work
@@ -345,7 +345,7 @@ class _Reproduction:
 
 def _run(cfg) -> _Reproduction:
     from keel.components._common import lineage
-    from keel.components.register.bundle import load_bundle
+    from keel.components._common.registry.bundle import load_bundle
     from keel.components.register.register import numeric_metrics
     from keel.pipelines.local.runner import run_local
 

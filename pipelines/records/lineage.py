@@ -125,8 +125,8 @@ def chain(store: str, model: str, version: int | str = "latest", *, root: str | 
     Raises:
         StorageError, DataError: no such version, or its files fail their hashes.
     """
-    from keel.components.register.bundle import INFO_FILE, LINEAGE_FILE, parse_version
-    from keel.components.register.registry import Registry
+    from keel.components._common.registry.bundle import INFO_FILE, LINEAGE_FILE, parse_version
+    from keel.components._common.registry.registry import Registry
     from keel.pipelines.records.runs import list_runs, runs_root
 
     registry = Registry(store)
@@ -172,8 +172,8 @@ def chain(store: str, model: str, version: int | str = "latest", *, root: str | 
 
 
 def stage_events(store: str, model: str, version: int) -> list[dict]:
-    """The version's stage events, oldest first (keel.components.register.stages)."""
-    from keel.components.register import stages
+    """The version's stage events, oldest first (keel.components._common.registry.stages)."""
+    from keel.components._common.registry import stages
 
     return sorted(stages.history(store, model, version), key=lambda e: (e.get("seq") or 0))
 

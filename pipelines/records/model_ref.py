@@ -20,7 +20,7 @@ import re
 
 from keel.components._common.config import NAME_PATTERN
 from keel.components._common.errors import KeelError
-from keel.components.register.registry import VersionRef as ModelRef  # noqa: F401 (the name callers import)
+from keel.components._common.registry.registry import VersionRef as ModelRef  # noqa: F401 (the name callers import)
 
 _VERSION = re.compile(r"^(latest|v?[1-9][0-9]*)$", re.IGNORECASE)
 _NAME = re.compile(NAME_PATTERN)
@@ -61,8 +61,8 @@ def resolve(ref: str, *, store: str | None = None, config: str | None = None) ->
         KeelError: the argument is malformed, or the model or version is not registered (the
             message lists the versions that are).
     """
-    from keel.components.register.bundle import parse_version
-    from keel.components.register.registry import Registry
+    from keel.components._common.registry.bundle import parse_version
+    from keel.components._common.registry.registry import Registry
     from keel.pipelines.config import DEFAULT_CONFIG, load_config
 
     registry_section = load_config(config or DEFAULT_CONFIG).registry

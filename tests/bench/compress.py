@@ -43,9 +43,9 @@ def train_cnn(train, directory: Path) -> float:
     import torch
 
     from keel.components.compress.torch_variants import save_torchscript
-    from keel.components.train_deep import artifact
-    from keel.components.train_deep.models import build_image_model
-    from keel.components.train_deep.runtime import to_layout
+    from keel.components._common.deep_model import artifact
+    from keel.components._common.deep_model.models import build_image_model
+    from keel.components._common.deep_model.runtime import to_layout
 
     x, y = torch.from_numpy(to_layout(train.images, "NCHW")), torch.from_numpy(train.labels)
     mean, std = [float(train.images.mean() / 255)], [float(train.images.std() / 255)]
@@ -91,8 +91,8 @@ def linear_only(compressed: Path, test, calibration: int) -> dict[str, dict]:
 
     from keel.components.compress.measure import accuracy, open_runtime, timing
     from keel.components.compress.torch_variants import quantize_int8
-    from keel.components.train_deep import artifact
-    from keel.components.train_deep.runtime import to_layout
+    from keel.components._common.deep_model import artifact
+    from keel.components._common.deep_model.runtime import to_layout
 
     info = artifact.read_info(compressed)
     pixels, labels = to_layout(test.images, "NCHW")[calibration:], test.labels[calibration:]
@@ -111,7 +111,7 @@ def wide_mlp(train, test) -> dict[str, dict]:
 
     from keel.components.compress.measure import accuracy, timing
     from keel.components.compress.torch_variants import quantize_int8
-    from keel.components.train_deep.models import build_mlp
+    from keel.components._common.deep_model.models import build_mlp
 
     def flat(images):
         return np.ascontiguousarray(images.reshape(len(images), -1), dtype=np.float32) / 255.0

@@ -44,7 +44,7 @@ def main() -> int:
     from keel.components.tune.experiment import TrialData
     from keel.components.tune.search import run_search
     from keel.pipelines.config import DEFAULT_CONFIG, load_config, with_overrides
-    from keel.pipelines.local.tune import prepare_features
+    from keel.pipelines.training_tune import prepare_features
 
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="keel-bench-hpo-"))

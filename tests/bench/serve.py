@@ -522,7 +522,7 @@ def main() -> int:
     started, busy_before, own_before = time.perf_counter(), _busy_seconds(cores), _own_seconds()
 
     from testkit.models import make_bundle
-    from keel.components.register.bundle import load_bundle_dir
+    from keel.components._common.registry.bundle import load_bundle_dir
 
     with tempfile.TemporaryDirectory(prefix="keel-bench-serve-") as tmp:
         workdir = Path(tmp)

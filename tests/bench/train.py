@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from report import bench  # tests/bench is this script's directory
 
 from keel.components._common import image_data
-from keel.components.train_deep.models import build_image_model
+from keel.components._common.deep_model.models import build_image_model
 from keel.components.train_deep.spec import TrainSpec
 from keel.components.train_deep.torch_train import _DTYPES, resolve_device, resolve_precision, train_image
 

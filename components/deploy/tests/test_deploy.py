@@ -20,8 +20,8 @@ from keel.components._common.errors import ConfigError, StorageError
 from keel.components._common.k8s_schema import validate_manifest
 from keel.components._common.kube import cluster_source
 from keel.components.deploy.inference_service import deploy_model, render, service_name, version_ref
-from keel.components.register import stages
-from keel.components.register.registry import Registry
+from keel.components._common.registry import stages
+from keel.components._common.registry.registry import Registry
 
 BUNDLE = {
     "registry_uri": "s3://keel/registry/loans-high-risk/v7",

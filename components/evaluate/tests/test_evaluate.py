@@ -12,8 +12,9 @@ from testkit.models import stage_inputs
 from keel.components._common.config import EvaluationSection, ModelSection, TargetSection
 from keel.components._common.errors import ConfigError, DataError
 from keel.components._common.target import LABEL
-from keel.components.evaluate import metrics as m
-from keel.components.evaluate.evaluate import class_names, evaluate, evaluate_files, render_report
+from keel.components._common.evaluation import metrics as m
+from keel.components._common.evaluation.scoring import class_names
+from keel.components.evaluate.evaluate import evaluate, evaluate_files, render_report
 
 BINARY = TargetSection(column="grade", positive_values=["D", "E", "F", "G"])
 MULTICLASS = TargetSection(column="grade", task="multiclass")
@@ -157,7 +158,7 @@ def test_available_metrics_per_task():
 
 
 def _trained(frame: pd.DataFrame, label: pd.Series, target: TargetSection, classes, family="xgboost") -> dict:
-    from keel.components.train.train import fit
+    from keel.components._common.training.fit import fit
 
     inputs = stage_inputs(frame, label, validation=False)
     params = {"n_estimators": 20} if family == "xgboost" else {}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from keel.components._common.errors import DataError
-from keel.components.evaluate import vision_metrics as vm
+from keel.components._common.evaluation import vision_metrics as vm
 
 # ---- box IoU ----------------------------------------------------------------------------------
 

@@ -15,17 +15,17 @@ NORMALIZE = {"mean": [0.13], "std": [0.31]}
 def build_model(seed: int = 0):
     import torch
 
-    from keel.components.train_deep.models import build_image_model
+    from keel.components._common.deep_model.models import build_image_model
 
     torch.manual_seed(seed)
     return build_image_model("cnn", SHAPE, len(MNIST_CLASSES), {"width_mult": 1}, NORMALIZE["mean"], NORMALIZE["std"])
 
 
 def save_model_dir(directory: Path, model, history: list[dict], classes=MNIST_CLASSES) -> Path:
-    """weights.pt, a traced model.pt and model.json: the trained-model directory contract (train_deep/artifact.py)."""
+    """weights.pt, a traced model.pt and model.json: the trained-model directory contract (_common/deep_model/artifact.py)."""
     import torch
 
-    from keel.components.train_deep.artifact import write_info
+    from keel.components._common.deep_model.artifact import write_info
 
     directory.mkdir(parents=True, exist_ok=True)
     model = model.eval()
@@ -62,7 +62,7 @@ def trained_dir(tmp_path_factory, mnist) -> Path:
     import torch
     import torch.nn.functional as F
 
-    from keel.components.train_deep.runtime import to_layout
+    from keel.components._common.deep_model.runtime import to_layout
 
     torch.set_num_threads(1)
     model = build_model(seed=0)

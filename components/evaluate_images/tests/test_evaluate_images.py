@@ -11,7 +11,7 @@ from keel.components._common import lineage
 from keel.components._common.config import EvaluationSection
 from keel.components._common.errors import ConfigError, DataError
 from keel.components._common.image_data import ImageSet, write_npz
-from keel.components.evaluate import vision_metrics as vm
+from keel.components._common.evaluation import vision_metrics as vm
 from testkit.system_packages import skip_unless
 from keel.components.evaluate_images.evaluate_images import (
     check_test_set, evaluate_image_files, evaluate_image_model, predict_logits)
@@ -25,7 +25,7 @@ NO_GATE = EvaluationSection()
 def test_batched_scoring_matches_the_torch_module_image_for_image(untrained_dir, mnist):
     import torch
 
-    from keel.components.train_deep.artifact import load_torch_model
+    from keel.components._common.deep_model.artifact import load_torch_model
 
     test = mnist["test"].take(np.arange(50))
     result = evaluate_image_model(str(untrained_dir), test, NO_GATE, batch_size=7)  # 7 batches and a remainder of 1
@@ -64,7 +64,7 @@ def test_the_serving_format_in_model_json_is_what_gets_scored(trained_dir, mnist
 
     import torch
 
-    from keel.components.train_deep.artifact import load_torch_model, read_info, write_info
+    from keel.components._common.deep_model.artifact import load_torch_model, read_info, write_info
 
     onnx_dir = tmp_path / "onnx"
     shutil.copytree(trained_dir, onnx_dir)
@@ -165,7 +165,7 @@ def _images(page: str) -> dict[str, bytes]:
 
 
 def test_report_holds_curves_confusion_matrix_recall_and_mistakes(untrained_dir, test_npz, tmp_path):
-    from keel.components.train_deep.artifact import read_info
+    from keel.components._common.deep_model.artifact import read_info
 
     out = tmp_path / "report.html"
     section = EvaluationSection(min={"accuracy": 0.99})
@@ -195,7 +195,7 @@ def test_report_holds_curves_confusion_matrix_recall_and_mistakes(untrained_dir,
 def test_report_without_history_says_so(untrained_dir, mnist, tmp_path):
     import shutil
 
-    from keel.components.train_deep.artifact import read_info, write_info
+    from keel.components._common.deep_model.artifact import read_info, write_info
 
     bare = tmp_path / "bare"
     shutil.copytree(untrained_dir, bare)

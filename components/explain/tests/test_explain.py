@@ -11,11 +11,11 @@ import pytest
 from keel.components._common.config import ExplainSection, FeaturesSection, TargetSection
 from keel.components._common.errors import ConfigError, DataError
 from keel.components._common.target import LABEL
-from keel.components.explain.explain import (Explanation, bare_estimator, card_summary, explain, explainer_spec,
+from keel.components.explain.explain import (Explanation, bare_estimator, explain, explainer_spec,
                                              kmeans_background, render_report)
-from keel.components.explain.plots import card_figures
+from keel.components._common.governance.explain_views import card_figures, card_summary
 from keel.components.features.features import engineer
-from keel.components.serve.explain import Attributions, parse_spec
+from keel.components._common.explainer_spec import Attributions, parse_spec
 
 INPUTS = ["signal", "noise", "city"]
 BINARY = TargetSection(column="y", task="binary")

@@ -12,11 +12,11 @@ from keel.components._common.errors import DataError
 from keel.components._common.target import LABEL
 from testkit.models import make_bundle
 from keel.components.explain.explain import explain
-from keel.components.register.registry import Registry
+from keel.components._common.registry.registry import Registry
 from keel.components.serve.model import KeelModel
 from keel.components.serve.server import load_model_bundle
 from testkit.predictor import plain
-from keel.components.serve.transform import request_frame
+from keel.components._common.compiled_features import request_frame
 
 BACKGROUND = 5
 

@@ -18,8 +18,9 @@ from keel.components._common.config import EvaluationSection, FairnessSection, T
 from keel.components._common.errors import ConfigError, DataError
 from keel.components._common.target import LABEL
 from keel.components.fairness import intervals
+from keel.components._common.governance.fairness_views import card_figures, card_summary
 from keel.components.fairness.fairness import (
-    MISSING_GROUP, assess, card_figures, card_summary, group_labels, render_report,
+    MISSING_GROUP, assess, group_labels, render_report,
 )
 
 BINARY = TargetSection(column="default")

@@ -20,9 +20,9 @@ from keel.components._common import protect, storage
 from keel.components._common.config import RegistrySection
 from keel.components._common.errors import ConfigError, DataError, StorageError
 from keel.components._common.protect import ENCRYPTED_MAGIC, Protection
-from keel.components.register.bundle import load_bundle, load_bundle_dir
+from keel.components._common.registry.bundle import load_bundle, load_bundle_dir
 from keel.components.register.register import register
-from keel.components.register.registry import (
+from keel.components._common.registry.registry import (
     MANIFEST,
     SIGNATURE,
     Registry,

@@ -14,9 +14,9 @@ from keel.components._common.config import (
     SplitSection, TargetSection, ValidationSection,
 )
 from keel.components._common.errors import DataError, StorageError
-from keel.components.register.bundle import load_bundle, load_bundle_dir, parse_version
+from keel.components._common.registry.bundle import load_bundle, load_bundle_dir, parse_version
 from keel.components.register.register import INPUT_ARTIFACTS, register, write_local_copy
-from keel.components.register.registry import MANIFEST, Registry
+from keel.components._common.registry.registry import MANIFEST, Registry
 
 TARGET = {"column": "grade", "task": "binary", "positive_values": ["D", "E", "F", "G"], "labels": ["grade_a_to_c", "grade_d_to_g"]}
 
@@ -251,7 +251,7 @@ def test_copy_of_store_elsewhere_still_verifies(upstream, tmp_path):
 
 def test_registration_starts_the_stage_log_with_the_automatic_gates(upstream, tmp_path):
     from keel.components._common.config import GovernanceSection
-    from keel.components.register import stages
+    from keel.components._common.registry import stages
 
     cfg = config(tmp_path / "store")
     upstream.artifacts["valid"].metadata.update({"rows_quarantined": 0, "violations": 0})

@@ -10,8 +10,8 @@ import pytest
 
 from keel.components._common import storage
 from keel.components._common.errors import ConfigError, DataError, StorageError
-from keel.components.register import registry as registry_mod
-from keel.components.register.registry import MANIFEST, Registry, bundle_hash
+from keel.components._common.registry import registry as registry_mod
+from keel.components._common.registry.registry import MANIFEST, Registry, bundle_hash
 
 
 def files(tag: str) -> dict[str, bytes]:

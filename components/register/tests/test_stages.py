@@ -9,9 +9,9 @@ import pytest
 
 from keel.components._common import storage
 from keel.components._common.errors import ConfigError, DataError, KeelError, StorageError
-from keel.components.register import stages
-from keel.components.register.registry import Registry
-from keel.components.register.stages import APPROVED, ARCHIVED, CANDIDATE, PRODUCTION, StageLog
+from keel.components._common.registry import stages
+from keel.components._common.registry.registry import Registry
+from keel.components._common.registry.stages import APPROVED, ARCHIVED, CANDIDATE, PRODUCTION, StageLog
 
 PASSED = {"metrics": {"passed": True, "detail": "roc_auc 0.81 >= 0.7"},
           "fairness": {"passed": True, "detail": "demographic_parity_ratio 0.91 >= 0.8"},

@@ -20,7 +20,7 @@ def bundle_uri(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def bundle(bundle_uri):
-    from keel.components.register.bundle import load_bundle_dir
+    from keel.components._common.registry.bundle import load_bundle_dir
 
     return load_bundle_dir(bundle_uri)
 

@@ -44,9 +44,9 @@ def model_dir(tmp_path_factory, digits):
     """What train_image_model writes: weights.pt, model.pt (TorchScript), model.onnx and model.json."""
     import torch
 
-    from keel.components.train_deep.artifact import write_info
-    from keel.components.train_deep.models import build_image_model
-    from keel.components.train_deep.runtime import to_layout
+    from keel.components._common.deep_model.artifact import write_info
+    from keel.components._common.deep_model.models import build_image_model
+    from keel.components._common.deep_model.runtime import to_layout
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -78,7 +78,7 @@ def model_dir(tmp_path_factory, digits):
 
 def publish_image_bundle(store, model_dir, serving_format: str, model_name: str, *, drop: tuple = (), info_changes=None) -> str:
     """Publishes an image bundle (the register side's layout) serving `serving_format`; returns the version's URI."""
-    from keel.components.register.registry import Registry
+    from keel.components._common.registry.registry import Registry
 
     model_info = json.loads((model_dir / "model.json").read_bytes())
     model_info["serving_format"] = serving_format
@@ -134,7 +134,7 @@ def images(digits):
 def direct(model_dir, fmt: str, images: np.ndarray):
     """What the runtime itself answers: (class names, float32 probabilities)."""
     from keel.components.serve.image_model import softmax
-    from keel.components.train_deep.runtime import load_runtime, to_layout
+    from keel.components._common.deep_model.runtime import load_runtime, to_layout
 
     scores = load_runtime(model_dir, fmt).predict(to_layout(images, "NCHW"))
     return [CLASSES[i] for i in scores.argmax(axis=1)], softmax(scores)
@@ -341,7 +341,7 @@ def test_nan_pixels_in_a_binary_v2_tensor_are_400(servers, images):
 
 def test_a_tampered_bundle_is_refused_at_load(bundles, tmp_path):
     from keel.components._common.errors import DataError
-    from keel.components.register.bundle import load_bundle_dir
+    from keel.components._common.registry.bundle import load_bundle_dir
 
     copy = tmp_path / "v1"
     shutil.copytree(bundles["onnx"], copy)
@@ -357,7 +357,7 @@ def test_a_tampered_bundle_is_refused_at_load(bundles, tmp_path):
 
 
 def test_an_image_bundle_loads_without_pickles_or_schema(bundles):
-    from keel.components.register.bundle import load_bundle_dir
+    from keel.components._common.registry.bundle import load_bundle_dir
 
     bundle = load_bundle_dir(bundles["onnx"])
     assert bundle.modality == "image" and bundle.model is None and bundle.schema == {}
@@ -374,7 +374,7 @@ def test_an_image_bundle_loads_without_pickles_or_schema(bundles):
 ])
 def test_inconsistent_image_bundles_are_refused(store, model_dir, kwargs, needle):
     from keel.components._common.errors import DataError
-    from keel.components.register.bundle import load_bundle_dir
+    from keel.components._common.registry.bundle import load_bundle_dir
 
     uri = publish_image_bundle(store, model_dir, "onnx", "broken", **kwargs)
     with pytest.raises(DataError) as failure:
@@ -391,7 +391,7 @@ def test_onnx_serving_needs_neither_torch_nor_tensorflow(bundles, images):
     result = _run_python(
         "import sys, json\n"
         "sys.modules['torch'] = None; sys.modules['tensorflow'] = None  # absent, as in keel-serving\n"
-        "from keel.components.register.bundle import load_bundle_dir\n"
+        "from keel.components._common.registry.bundle import load_bundle_dir\n"
         "from keel.components.serve.image_model import ImageModel\n"
         f"model = ImageModel('m', load_bundle_dir({bundles['onnx']!r})); model.load()\n"
         f"print(json.dumps(model.predict({{'instances': [{images[0].tolist()!r}]}})['predictions']))\n"
@@ -405,7 +405,7 @@ def test_a_torchscript_bundle_without_torch_is_one_clear_error(bundles):
         "import sys\n"
         "sys.modules['torch'] = None\n"
         "from keel.components._common.errors import DataError\n"
-        "from keel.components.register.bundle import load_bundle_dir\n"
+        "from keel.components._common.registry.bundle import load_bundle_dir\n"
         "from keel.components.serve.image_model import ImageModel\n"
         f"model = ImageModel('m', load_bundle_dir({bundles['torchscript']!r}))\n"
         "try:\n    model.load()\nexcept DataError as err:\n    print(err)\n"
@@ -463,7 +463,7 @@ def test_a_compressed_onnx_int8_bundle_is_served(store, model_dir, images):
     """compress_model's int8 ONNX variant is a serving format like any other: it loads and answers as its runtime does."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from keel.components.register.bundle import load_bundle_dir
+    from keel.components._common.registry.bundle import load_bundle_dir
     from keel.components.serve.image_model import ImageModel
 
     compressed = model_dir.parent / "compressed"

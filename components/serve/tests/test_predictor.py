@@ -20,7 +20,7 @@ from keel.components.serve.inputs import InputSchema, Policy
 from keel.components.serve.model import KeelModel
 from keel.components.serve.server import ServeSettings, load_model_bundle
 from testkit.predictor import plain
-from keel.components.serve.transform import CompiledFeatures, ServingFeatures, request_frame, self_check
+from keel.components._common.compiled_features import CompiledFeatures, ServingFeatures, request_frame, self_check
 
 
 def _columns(frame: pd.DataFrame) -> dict[str, list]:

@@ -17,8 +17,9 @@ from testkit.models import stage_inputs
 from keel.components._common.config import ModelSection, TargetSection
 from keel.components._common.errors import ConfigError, DataError
 from keel.components._common.target import LABEL
-from keel.components.train.estimators import ESTIMATORS, build, check_params
-from keel.components.train.train import fit, train
+from keel.components._common.training.estimators import ESTIMATORS, build, check_params
+from keel.components._common.training.fit import fit
+from keel.components.train.train import train
 
 BINARY = TargetSection(column="grade", positive_values=["D", "E", "F", "G"])
 MULTICLASS = TargetSection(column="grade", task="multiclass")

@@ -20,8 +20,8 @@ import pytest
 
 from keel.components._common import image_data
 from keel.components._common.errors import ConfigError, DataError
-from keel.components.train_deep import artifact
-from keel.components.train_deep.runtime import load_runtime, to_layout
+from keel.components._common.deep_model import artifact
+from keel.components._common.deep_model.runtime import load_runtime, to_layout
 from keel.components.train_deep.spec import TrainSpec
 
 tf_train = pytest.importorskip("keel.components.train_deep.tf_train")
@@ -322,7 +322,7 @@ def test_keras_mlp_regressor_learns_a_linear_target(frame):
 
 
 def test_keras_mlp_parameters_are_checked_by_the_tabular_preflight():
-    from keel.components.train import estimators
+    from keel.components._common.training import estimators
     from keel.components.train_deep.keras_estimator import KerasMLPClassifier
 
     with pytest.raises(ConfigError, match=r"model.params.dropout: must be a float in the range \[0.0, 1.0\)"):
@@ -330,6 +330,6 @@ def test_keras_mlp_parameters_are_checked_by_the_tabular_preflight():
     # KFP delivers whole numbers as floats; the pre-flight turns them back into ints.
     assert estimators._check_sklearn(KerasMLPClassifier, {"epochs": 3.0, "random_state": 0}) == {"epochs": 3, "random_state": 0}
     with pytest.raises(ConfigError, match="model.params: unknown parameter"):
-        from keel.components.train_deep.keras_models import check_mlp_params
+        from keel.components._common.deep_model.keras_models import check_mlp_params
 
         check_mlp_params({"layers": 3})

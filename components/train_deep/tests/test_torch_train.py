@@ -18,9 +18,10 @@ import torch
 
 from keel.components._common import image_data
 from keel.components._common.errors import ConfigError, DataError
-from keel.components.train_deep import artifact, distributed
-from keel.components.train_deep.models import build_image_model
-from keel.components.train_deep.runtime import load_runtime, to_layout
+from keel.components._common.deep_model import artifact
+from keel.components.train_deep import distributed
+from keel.components._common.deep_model.models import build_image_model
+from keel.components._common.deep_model.runtime import load_runtime, to_layout
 from keel.components.train_deep.spec import TrainSpec
 from keel.components.train_deep.torch_train import augment, train_image
 

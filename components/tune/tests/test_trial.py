@@ -12,7 +12,7 @@ import pytest
 from keel.components._common import tables
 from keel.components._common.config import ModelSection, TargetSection
 from testkit.models import stage_inputs
-from keel.components.train.train import fit
+from keel.components._common.training.fit import fit
 from keel.components.tune import trial
 from keel.components.tune.trial import main, parse_args, parse_value
 

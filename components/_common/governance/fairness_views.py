@@ -48,7 +48,7 @@ def card_summary(result: dict) -> list[dict]:
 
 def card_figures(result: dict) -> list[str]:
     """HTML <figure> strings with inline PNGs: each attribute's group rates, and mitigation before/after if computed."""
-    from keel.components.fairness import plots
+    from keel.components._common.governance import fairness_plots as plots
 
     figures = [plots.group_rates_plot(column, result["task"], attribute["groups"])
                for column, attribute in result["attributes"].items() if attribute["groups"]]
@@ -60,7 +60,7 @@ def card_figures(result: dict) -> list[str]:
 
 def render_report(result: dict, model_info: dict | None = None) -> str:
     """The self-contained HTML report: verdict, limits vs values, per-attribute groups and disparities, mitigation."""
-    from keel.components.fairness import plots
+    from keel.components._common.governance import fairness_plots as plots
 
     model_info = model_info or {}
     sections = [("Result", _verdict(result))]

@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from keel.components.features.features import _category_text, as_categories, as_numbers
+from keel.components._common.encoding import as_categories, as_numbers, category_text
 
 log = logging.getLogger("keel.serve")
 
@@ -60,7 +60,7 @@ def _texts(values: np.ndarray) -> np.ndarray:
     out = np.empty(values.shape, dtype=object)
     flat_in, flat_out = values.reshape(-1), out.reshape(-1)
     for i, value in enumerate(flat_in):
-        flat_out[i] = np.nan if _is_missing(value) else _category_text(value)
+        flat_out[i] = np.nan if _is_missing(value) else category_text(value)
     return out
 
 

@@ -1,4 +1,5 @@
-"""`keel tune`: just the hyperparameter search, on this machine, with a progress bar and a trial table.
+"""`keel tune` for the training pipeline (its descriptor's `tune`): just the hyperparameter search, on this
+machine, with a progress bar and a trial table.
 
 The data stages run in-process through the components' own functions (the
 same code as the pipeline steps), writing the engineered features under
@@ -76,9 +77,15 @@ def prepare_features(cfg: TrainingConfig, workdir: str):
     Returns:
         (train_features, validation_features, transformer) artifacts with their files and metadata.
     """
-    from keel.pipelines import training as t
-
     import tempfile
+
+    # The stages' own component functions, as the pipeline's steps run them (not through keel.pipelines.training,
+    # which registers this module's search as its `tune`).
+    from keel.components.clean.component import clean_data
+    from keel.components.features.component import engineer_features
+    from keel.components.ingest.component import ingest_data
+    from keel.components.split.component import split_data
+    from keel.components.validate.component import validate_data
 
     args = cfg.pipeline_arguments()
     local = not storage.is_s3(workdir)
@@ -90,15 +97,15 @@ def prepare_features(cfg: TrainingConfig, workdir: str):
         return cls(name=name, uri=str(scratch / name))
 
     raw = art(dsl.Dataset, "raw")
-    t.ingest_data.python_func(data=args["data"], target=args["target"], registry=args["registry"], raw=raw)
+    ingest_data.python_func(data=args["data"], target=args["target"], registry=args["registry"], raw=raw)
     valid, vq, schema, report = art(dsl.Dataset, "valid"), art(dsl.Dataset, "valid_quarantine"), art(dsl.Artifact, "schema"), art(dsl.HTML, "validation_report")
-    t.validate_data.python_func(data=raw, target=args["target"], validation=args["validation"], valid=valid, quarantine=vq, schema=schema, report=report)
+    validate_data.python_func(data=raw, target=args["target"], validation=args["validation"], valid=valid, quarantine=vq, schema=schema, report=report)
     cleaned, cq, stats = art(dsl.Dataset, "cleaned"), art(dsl.Dataset, "clean_quarantine"), art(dsl.Metrics, "clean_stats")
-    t.clean_data.python_func(data=valid, target=args["target"], clean=args["clean"], cleaned=cleaned, quarantine=cq, stats=stats)
+    clean_data.python_func(data=valid, target=args["target"], clean=args["clean"], cleaned=cleaned, quarantine=cq, stats=stats)
     train, val, test = art(dsl.Dataset, "train"), art(dsl.Dataset, "validation"), art(dsl.Dataset, "test")
-    t.split_data.python_func(data=cleaned, target=args["target"], split=args["split"], train=train, validation=val, test=test)
+    split_data.python_func(data=cleaned, target=args["target"], split=args["split"], train=train, validation=val, test=test)
     transformer, tf, vf = art(dsl.Model, "transformer"), art(dsl.Dataset, "train_features"), art(dsl.Dataset, "validation_features")
-    t.engineer_features.python_func(train=train, validation=val, features=args["features"], transformer=transformer, train_features=tf, validation_features=vf)
+    engineer_features.python_func(train=train, validation=val, features=args["features"], transformer=transformer, train_features=tf, validation_features=vf)
     if not local:  # trials in a cluster read them from the store
         for artifact in (tf, vf, transformer):
             storage.write_bytes(storage.join(workdir, artifact.name), Path(artifact.path).read_bytes())
@@ -166,3 +173,9 @@ def tune(cfg: TrainingConfig, emit_experiment: str | None = None, out=None):
     print(f"best {cfg.tune.objective.metric}={outcome.best_value:.4f}: " +
           ", ".join(f"{k}={v}" for k, v in sorted(outcome.best_params.items())), file=out)
     return outcome
+
+
+def run_tune(cfg: TrainingConfig, algorithm: str | None = None, max_trials: int | None = None,
+             parallel_trials: int | None = None, emit_experiment: str | None = None):
+    """The descriptor's `tune`: the config's search (or the family's default space) with the command-line flags."""
+    return tune(with_tune_flags(cfg, algorithm, max_trials, parallel_trials), emit_experiment=emit_experiment)

@@ -7,7 +7,7 @@ MANIFEST.json first: a file changed after publishing is refused by name, and
 Two kinds of bundle share the registry: tabular (bundle.json without a
 `modality`, a joblib Pipeline and schema.json) and image (bundle.json
 `"modality": "image"`, model.json, the trained-model contract of
-keel.components.train_deep.artifact, and its exported serving file). An image
+keel.components._common.deep_model.artifact, and its exported serving file). An image
 bundle is verified the same way; its model is opened by the predictor
 (serve/image_model.py), which holds the runtime it needs.
 
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from keel.components._common.errors import DataError, StorageError
-from keel.components.register.registry import (
+from keel.components._common.registry.registry import (
     MANIFEST,
     RESERVED,
     SIGNATURE,
@@ -47,7 +47,7 @@ EXPLAINER_FILE = "explainer.json"
 CARD_MD_FILE = "model_card.md"
 CARD_HTML_FILE = "model_card.html"
 BUNDLE_FILES = (MODEL_FILE, SCHEMA_FILE, METRICS_FILE, LINEAGE_FILE, CARD_MD_FILE, CARD_HTML_FILE, INFO_FILE)
-MODEL_INFO_FILE = "model.json"  # keel.components.train_deep.artifact.MODEL_INFO (not imported: it is a torch-side module)
+MODEL_INFO_FILE = "model.json"  # keel.components._common.deep_model.artifact.MODEL_INFO (not imported: it is a torch-side module)
 # Plus the serving file model.json names for the bundle's serving_format.
 IMAGE_BUNDLE_FILES = (INFO_FILE, MODEL_INFO_FILE, METRICS_FILE, LINEAGE_FILE, CARD_MD_FILE, CARD_HTML_FILE)
 IMAGE_MODALITY = "image"

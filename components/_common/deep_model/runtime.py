@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from keel.components._common.errors import DataError
-from keel.components.train_deep.artifact import SERVING_FORMATS, file_path, read_info
+from keel.components._common.deep_model.artifact import SERVING_FORMATS, file_path, read_info
 
 
 class Runtime:

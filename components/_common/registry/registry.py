@@ -31,7 +31,7 @@ stored bytes, so integrity and the signature are checked before anything is
 decrypted. Whether to sign or encrypt is decided from the environment at
 publish, so `publish(name, files)` is the same call either way. Every read
 that returns file contents (`read_verified`, `read_file`, and
-keel.components.register.bundle's loaders) takes the same steps, in this
+keel.components._common.registry.bundle's loaders) takes the same steps, in this
 order: the signature (Protection.check_signature), the hashes of the stored
 bytes (check_files), then decryption (Protection.open); `open_version` is
 that path for bytes already in hand. `verify` and `export_version` stop

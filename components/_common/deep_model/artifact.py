@@ -90,7 +90,7 @@ def load_torch_model(directory: str | Path, info: dict | None = None):
     """The trained torch module (eval mode, CPU), rebuilt from model.json and weights.pt."""
     import torch
 
-    from keel.components.train_deep.models import build_image_model
+    from keel.components._common.deep_model.models import build_image_model
 
     info = info or read_info(directory)
     if info["framework"] != "torch":

@@ -90,7 +90,7 @@ def build_image_model(architecture: str, shape: tuple[int, int, int], n_outputs:
     params = dict(params)
     if architecture == "cnn":
         # One parameter check for both frameworks' CNN (it imports no framework).
-        from keel.components.train_deep.keras_models import check_image_params
+        from keel.components._common.deep_model.keras_models import check_image_params
 
         body = SmallCNN(channels, height, width, n_outputs, **check_image_params("cnn", shape, params))
     elif architecture == "resnet18":

@@ -16,7 +16,7 @@ import numpy as np
 
 from keel.components._common.errors import DataError
 
-# Names match keel.components.evaluate.metrics.MULTICLASS, so evaluation.min /
+# Names match keel.components._common.evaluation.metrics.MULTICLASS, so evaluation.min /
 # evaluation.max and that module's gate() work unchanged for image models.
 CLASSIFICATION = ("accuracy", "precision_macro", "recall_macro", "f1_macro",
                   "precision_weighted", "recall_weighted", "f1_weighted", "roc_auc", "log_loss")

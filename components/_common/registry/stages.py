@@ -56,7 +56,7 @@ from typing import Callable
 
 from keel.components._common import lineage, storage
 from keel.components._common.errors import ConfigError, DataError, KeelError, StorageError
-from keel.components.register.registry import Registry
+from keel.components._common.registry.registry import Registry
 
 CANDIDATE, APPROVED, PRODUCTION, ARCHIVED = "candidate", "approved", "production", "archived"
 STAGES = (CANDIDATE, APPROVED, PRODUCTION, ARCHIVED)

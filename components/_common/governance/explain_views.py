@@ -1,4 +1,5 @@
-"""Explanation plots, each returned as an inline <figure> for self-contained reports and the model card."""
+"""Explanation plots and the model card's rows, each drawn from the explainer's metadata or arrays alone, so the
+explain stage's report and the model card render the same views."""
 
 from __future__ import annotations
 
@@ -79,3 +80,15 @@ def card_figures(metadata: dict) -> list[str]:
     measure = metadata.get("measure") or "global attribution"
     caption = f"What the model relies on ({metadata.get('method', 'unknown')} explainer)"
     return [global_bar_plot({str(k): float(v) for k, v in values.items()}, measure, caption)]
+
+
+def card_summary(metadata: dict) -> list[dict]:
+    """Rows for the model card: column, mean_abs (the global value) and direction, largest first.
+
+    Args:
+        metadata: the explainer artifact's metadata (`Explanation.metadata()`); `measure`
+            there says what mean_abs holds (mean |shap| or permutation importance).
+    """
+    directions = metadata.get("directions") or {}
+    return [{"column": column, "mean_abs": float(value), "direction": directions.get(column, "unknown")}
+            for column, value in (metadata.get("global_attributions") or {}).items()]
