@@ -210,6 +210,25 @@ def test_load_transformer_rejects_missing_and_foreign_files(tmp_path):
         load_transformer(tmp_path / "dict")
 
 
+def test_transformers_pickled_before_the_coercions_moved_still_load_and_compile():
+    """A transformer fitted before the coercions moved to _common names them by their old module path."""
+    import pickle
+
+    from sklearn.preprocessing import FunctionTransformer
+
+    from keel.components._common import encoding
+    from keel.components._common.compiled_features import _compile_function
+
+    for name in ("as_numbers", "as_categories"):
+        # protocol 0's GLOBAL opcode: exactly the (module, name) lookup an older pickle's transformer step does
+        old = pickle.loads(f"ckeel.components.features.features\n{name}\n.".encode())
+        assert old is getattr(encoding, name)
+
+        step = FunctionTransformer(old)  # the step as unpickled: the compiled serving transform recognises it
+        compiled, _ = _compile_function(step, [0])
+        assert compiled.__name__ == {"as_numbers": "_numbers", "as_categories": "_texts"}[name]
+
+
 def test_bad_features_section_is_a_config_error():
     with pytest.raises(ConfigError, match="features.numeric.scale"):
         FeaturesSection.parse({"numeric": {"scale": "zscore"}}, "features")
