@@ -81,6 +81,9 @@ COMPONENTS = {
     "register_image_model": Component("keel.components.register.image_component", BASE_IMAGE),
     # Not a pipeline step: the KServe ServingRuntime's predictor (`python -m keel.components.serve`).
     "serve": Component(None, SERVING_IMAGE),
+    # Not a pipeline step: the payload receiver (`python -m keel.components.monitor`); the serving image has
+    # uvicorn, cloudevents and prometheus_client (kserve's), and pyarrow and minio from the base install.
+    "monitor": Component(None, SERVING_IMAGE),
 }
 
 # Derived views (tests check every pipeline step is declared).

@@ -609,6 +609,16 @@ def atomic_write_local(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Makes a rename or delete in `path` durable: until the directory entry is on disk, a crash can undo it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _copy_local(source: Path, target: Path) -> None:

@@ -17,6 +17,7 @@ from keel.components._common.config import KATIB_ALGORITHMS
 from keel.components._common.errors import KeelError
 from keel.pipelines.cli import data as data_cli
 from keel.pipelines.cli import governance as governance_cli
+from keel.pipelines.cli import monitor as monitor_cli
 from keel.pipelines.cli import models as models_cli
 from keel.pipelines.kfp import schedule, submit
 from keel.pipelines.local import reproduce
@@ -101,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     models_cli.add_parsers(sub)
     governance_cli.add_parsers(sub)
     reproduce.add_parser(sub)
+    monitor_cli.add_parser(sub)
     return parser
 
 
@@ -269,7 +271,7 @@ def cmd_serve(args) -> int:
 
 COMMANDS = {"run": cmd_run, "check": cmd_check, "compile": cmd_compile, "tune": cmd_tune, "serve": cmd_serve,
             "submit": submit.cmd_submit, "schedule": schedule.cmd_schedule, "data": data_cli.cmd_data,
-            "reproduce": reproduce.cmd_reproduce, **models_cli.COMMANDS, **governance_cli.COMMANDS}
+            "reproduce": reproduce.cmd_reproduce, **models_cli.COMMANDS, **governance_cli.COMMANDS, **monitor_cli.COMMANDS}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -437,14 +437,14 @@ class Registry:
                 extra = {SIGNATURE: signature} if signature is not None else {}
                 for filename, data in {**stored, **extra, MANIFEST: manifest_bytes}.items():
                     _write_synced(staging / filename, data)
-                _fsync_dir(staging)
+                storage.fsync_dir(staging)
                 try:
                     os.rename(staging, base / f"v{version}")
                 except OSError as err:
                     if err.errno in (errno.EEXIST, errno.ENOTEMPTY):
                         continue  # another publisher took v{version}; the finally removes our copy
                     raise
-                _fsync_dir(base)
+                storage.fsync_dir(base)
                 return version
             except OSError as err:
                 raise StorageError(f"{base}: cannot publish v{version} ({err.strerror or err})") from err
@@ -510,15 +510,6 @@ def _write_synced(path: Path, data: bytes) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    # The rename is only durable once the directory entry is on disk.
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove_s3(where: str, filenames: list[str]) -> None:
