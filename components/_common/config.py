@@ -330,6 +330,20 @@ class DeploySection(Section):
     unseen_category: Literal["reject", "warn"] = "reject"
     out_of_range: Literal["reject", "warn"] = "reject"
     log_payloads: bool = Field(False, description="Log request feature values (feeds drift monitoring)")
+    payload_logger: str | None = Field(
+        None, description="keel-monitor's URL (e.g. http://keel-monitor.keel-monitoring.svc.cluster.local): KServe's "
+                          "logger posts every request and response there as CloudEvents (mode all)")
+
+    @model_validator(mode="after")
+    def _logger_url(self):
+        if self.payload_logger is not None:
+            parts = urllib.parse.urlsplit(self.payload_logger)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"payload_logger {self.payload_logger!r}: use an http:// or https:// URL of the keel-monitor Service")
+            if parts.username or parts.password or parts.query or parts.fragment:
+                raise ValueError(f"payload_logger {self.payload_logger!r}: give the bare service URL (no credentials, query or "
+                                 "fragment); the model and version are added to it")
+        return self
 
     @model_validator(mode="after")
     def _replicas(self):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 from dataclasses import dataclass
 
 from keel.components._common import lineage
@@ -112,7 +113,8 @@ def render(bundle: dict, deploy: DeploySection) -> dict:
         ConfigError: the bundle metadata lacks a field.
     """
     from kserve import ApiClient
-    from kserve.models import V1beta1InferenceService, V1beta1InferenceServiceSpec, V1beta1ModelFormat, V1beta1ModelSpec, V1beta1PredictorSpec
+    from kserve.models import (V1beta1InferenceService, V1beta1InferenceServiceSpec, V1beta1LoggerSpec, V1beta1ModelFormat,
+                               V1beta1ModelSpec, V1beta1PredictorSpec)
     from kubernetes.client import V1EnvVar, V1ObjectMeta, V1ResourceRequirements, V1Toleration
 
     for key in ("registry_uri", "model_name", "version", "bundle_hash"):
@@ -156,6 +158,7 @@ def render(bundle: dict, deploy: DeploySection) -> dict:
                 scale_metric=deploy.scale_metric,
                 scale_target=deploy.scale_target,
                 canary_traffic_percent=deploy.canary_traffic_percent,
+                logger=_logger(V1beta1LoggerSpec, deploy, bundle),
                 service_account_name=deploy.service_account,
                 security_context={"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
                 node_selector={"nvidia.com/gpu.present": "true"} if deploy.gpus else None,
@@ -174,6 +177,20 @@ def render(bundle: dict, deploy: DeploySection) -> dict:
         ),
     )
     return ApiClient().sanitize_for_serialization(isvc)
+
+
+def logger_url(deploy: DeploySection, bundle: dict) -> str | None:
+    """Where KServe's agent posts the payload events: keel-monitor, told which model and version they belong to."""
+    if deploy.payload_logger is None:
+        return None
+    query = urllib.parse.urlencode({"model": bundle["model_name"], "version": str(bundle["version"])})
+    return f"{deploy.payload_logger.rstrip('/')}/?{query}"
+
+
+def _logger(spec, deploy: DeploySection, bundle: dict):
+    url = logger_url(deploy, bundle)
+    # mode all: a request event and a response event per call, joined by ce-id in the receiver
+    return spec(mode="all", url=url) if url else None
 
 
 def apply(manifest: dict, source: str, configuration=None) -> str:

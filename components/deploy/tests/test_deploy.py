@@ -76,6 +76,29 @@ def test_render_follows_the_deploy_section():
     assert predictor["tolerations"][0]["key"] == "nvidia.com/gpu"
 
 
+def test_payload_logging_sets_kserves_logger_to_the_receiver_with_model_and_version():
+    assert "logger" not in render(BUNDLE, DeploySection())["spec"]["predictor"]  # off unless configured
+    section = DeploySection.parse({"payload_logger": "http://keel-monitor.keel-monitoring.svc.cluster.local/"}, "deploy")
+    manifest = render(BUNDLE, section)
+    assert validate_manifest(manifest) == []
+    logger = manifest["spec"]["predictor"]["logger"]
+    assert logger["mode"] == "all"
+    assert logger["url"] == (f"http://keel-monitor.keel-monitoring.svc.cluster.local/?model={BUNDLE['model_name']}"
+                             f"&version={BUNDLE['version']}")
+
+
+@pytest.mark.parametrize("url, text", [
+    ("keel-monitor:8090", "use an http:// or https:// URL"),
+    ("ftp://keel-monitor", "use an http:// or https:// URL"),
+    ("http://user:pw@keel-monitor", "no credentials, query or fragment"),
+    ("http://keel-monitor/?model=x", "no credentials, query or fragment"),
+])
+def test_a_bad_payload_logger_url_names_the_field(url, text):
+    with pytest.raises(ConfigError, match=text) as caught:
+        DeploySection.parse({"payload_logger": url}, "deploy")
+    assert "deploy" in str(caught.value)
+
+
 def test_service_names_are_dns_labels():
     assert service_name(DeploySection(), "loans.high_risk") == "loans-high-risk"
     assert service_name(DeploySection(), "7-day-churn") == "m-7-day-churn"

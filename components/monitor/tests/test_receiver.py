@@ -54,6 +54,18 @@ def test_a_kserve_binary_event_parses_with_model_and_version_from_the_query():
     assert (parsed.namespace, parsed.inference_service, parsed.endpoint) == ("keel-dev", "loans", "default")
 
 
+def test_the_url_the_deploy_step_renders_names_model_and_version_for_the_receiver():
+    from urllib.parse import parse_qsl, urlsplit
+
+    from keel.components._common.config import DeploySection
+    from keel.components.deploy.inference_service import logger_url
+
+    url = logger_url(DeploySection(payload_logger="http://keel-monitor.monitoring"), {"model_name": "loans-high-risk", "version": 7})
+    headers, body = http_parts(event("request", "d-1", V1_REQUEST))
+    parsed_event = parse(headers, body, dict(parse_qsl(urlsplit(url).query)))
+    assert (parsed_event.model, parsed_event.version) == ("loans-high-risk", "7")
+
+
 def test_structured_mode_and_the_service_name_fallback():
     headers, body = http_parts(event("response", "abc-2", V1_RESPONSE), structured=True)
     parsed = parse(headers, body, {})
