@@ -46,10 +46,12 @@ class KeelModel(kserve.Model):
         bundle: a verified bundle from `load_bundle` / `load_bundle_dir`.
         policy: what to do with unseen categories and out-of-range numbers, and the row limit.
         log_payloads: log feature values and predictions (off by default; drift monitoring turns it on).
+        sender: posts each call's request and response as CloudEvents (keel serve --log-to); None: off.
     """
 
-    def __init__(self, name: str, bundle: Bundle, policy: Policy | None = None, log_payloads: bool = False):
+    def __init__(self, name: str, bundle: Bundle, policy: Policy | None = None, log_payloads: bool = False, sender=None):
         super().__init__(name)
+        self.sender = sender
         self.bundle = bundle
         self.policy = policy or Policy()
         self.log_payloads = log_payloads
@@ -178,12 +180,19 @@ class KeelModel(kserve.Model):
             body = {"predictions": predictions}
             if proba is not None:
                 body["probabilities"] = [dict(zip(map(str, self.classes), map(float, row))) for row in proba]
+            if self.sender:
+                self.sender.send(payload, body, (headers or {}).get("x-request-id"))
             return body
         outputs = [InferOutput("predictions", [len(predictions)], _v2_datatype(predictions) if self.classes else "FP64", predictions)]
         if proba is not None:
             outputs.append(InferOutput("probabilities", list(proba.shape), "FP64", proba.ravel().tolist()))
         # V2 responses must carry an id: the request's, else a fresh one.
-        return InferResponse(model_name=self.name, infer_outputs=outputs, response_id=payload.id or str(uuid.uuid4()))
+        response = InferResponse(model_name=self.name, infer_outputs=outputs, response_id=payload.id or str(uuid.uuid4()))
+        if self.sender:
+            from keel.components.serve.payload_events import rest_body
+
+            self.sender.send(rest_body(payload), rest_body(response), response.id)
+        return response
 
     def explain(self, payload: Any, headers: dict[str, str] | None = None) -> dict:
         if isinstance(payload, dict) and "inputs" in payload and "instances" not in payload:

@@ -37,6 +37,7 @@ class ServeSettings:
     max_body_bytes: int
     log_payloads: bool
     authenticator: Authenticator
+    log_to: str | None = None  # keel-monitor's URL: post payload CloudEvents there (payload_events.py)
 
     @classmethod
     def from_env(cls, environ=os.environ) -> "ServeSettings":
@@ -63,6 +64,7 @@ class ServeSettings:
             max_body_bytes=integer("KEEL_SERVE_MAX_BODY_BYTES", 1 << 20),
             log_payloads=choice("KEEL_SERVE_LOG_PAYLOADS", "false", ("true", "false")) == "true",
             authenticator=authenticator_from_env(environ),
+            log_to=_log_to(environ.get("KEEL_SERVE_LOG_TO", "").strip()),
         )
 
 
@@ -97,6 +99,12 @@ def load_model_bundle(uri: str, store: str | None = None, model_name: str | None
     )
 
 
+def _log_to(url: str) -> str | None:
+    from keel.components.serve.payload_events import check_url
+
+    return check_url(url) if url else None
+
+
 def serving_model(name: str, bundle, settings: ServeSettings):
     """The kserve.Model for a bundle's modality: ImageModel for image bundles, KeelModel for tabular ones."""
     if bundle.modality == "image":
@@ -105,7 +113,12 @@ def serving_model(name: str, bundle, settings: ServeSettings):
         return ImageModel(name, bundle, settings.policy, settings.log_payloads)
     from keel.components.serve.model import KeelModel
 
-    return KeelModel(name, bundle, settings.policy, settings.log_payloads)
+    sender = None
+    if settings.log_to:
+        from keel.components.serve.payload_events import EventSender
+
+        sender = EventSender(settings.log_to, bundle.model_name, str(bundle.version))
+    return KeelModel(name, bundle, settings.policy, settings.log_payloads, sender=sender)
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -139,6 +152,26 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 GRACE_PERIOD_S = 30  # KServe's default grace period for a stopping server
+
+
+def _drain_on_exit(model) -> None:
+    """Queued payload events are delivered before a SIGTERM/SIGINT ends the process.
+
+    uvicorn shuts down on the signal, then raises it again with the handler it found, so the
+    default one would end the process before any `finally` or atexit: this handler delivers
+    what is queued, then ends the process by the same signal.
+    """
+    sender = getattr(model, "sender", None)
+    if sender is None:
+        return
+
+    def deliver_then_exit(signum, _frame):
+        sender.close()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGTERM, deliver_then_exit)
+    signal.signal(signal.SIGINT, deliver_then_exit)
 
 
 def _kill(pid: int) -> None:
@@ -197,6 +230,7 @@ def serve(model, sock: socket.socket, settings: ServeSettings, workers: int = 1,
         sock.getsockname()[1], workers=1, event_loop=event_loop,
     )
     if workers <= 1:
+        _drain_on_exit(model)
         rest.run(sockets=[sock])
         return
     children = []
@@ -204,6 +238,7 @@ def serve(model, sock: socket.socket, settings: ServeSettings, workers: int = 1,
         pid = os.fork()
         if pid == 0:
             try:
+                _drain_on_exit(model)
                 rest.run(sockets=[sock])
             finally:
                 os._exit(0)

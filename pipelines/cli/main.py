@@ -96,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--name", help="name to serve the model under (default: the registered model name)")
     srv.add_argument("--workers", type=int, default=1, help="worker processes sharing the port (default: 1)")
     srv.add_argument("--token-file", metavar="PATH", help="file holding the bearer token (sets KEEL_SERVE_TOKEN_FILE)")
+    srv.add_argument("--log-to", metavar="URL", help="post every request and response as KServe's payload CloudEvents to "
+                     "this keel-monitor (`keel monitor serve`), never delaying a request (sets KEEL_SERVE_LOG_TO)")
     submit.add_parser(sub)
     schedule.add_schedule_parser(sub)
     data_cli.add_parser(sub)
@@ -249,6 +251,8 @@ def cmd_serve(args) -> int:
         raise KeelError(f"--workers: {args.workers}; use 1 or more")
     if args.token_file:
         os.environ["KEEL_SERVE_TOKEN_FILE"] = args.token_file
+    if args.log_to:
+        os.environ["KEEL_SERVE_LOG_TO"] = args.log_to
     model = args.model
     if model == "latest":  # the newest version in the store, whichever model (keel.pipelines.records.model_ref)
         from keel.components._common.registry.registry import Registry
