@@ -20,7 +20,7 @@ RUFF_ARGS := --select F,E9 --target-version py311
 .PHONY: install run test test-fast compile golden serve tune bench lint clean help images push docs
 
 help:
-	@echo "make run | test | serve | tune | install | compile | golden | images | image-NAME | push | bench | bench-pipeline | bench-serve | bench-hpo | bench-images | bench-train | bench-compress | bench-ingest | lint | docs | clean"
+	@echo "make run | test | serve | tune | install | compile | golden | images | image-NAME | push | bench | bench-pipeline | bench-serve | bench-hpo | bench-images | bench-train | bench-compress | bench-ingest | bench-monitor | lint | docs | clean"
 
 install: $(STAMP)
 
@@ -88,7 +88,7 @@ push: install
 golden: install
 	$(VENV)/bin/keel compile --out tests/golden
 
-bench: bench-pipeline bench-serve bench-hpo bench-images bench-train bench-compress bench-ingest
+bench: bench-pipeline bench-serve bench-hpo bench-images bench-train bench-compress bench-ingest bench-monitor
 
 # The throughput figures need Debian's wrk; without it (and without root to
 # install it) the bench prints why and reports latency only.
