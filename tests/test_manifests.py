@@ -25,6 +25,7 @@ from keel.components._common.k8s_schema import check_manifest, is_namespaced, va
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERLAYS = {"dev": "keel-dev", "prod": "keel-prod", "gpu": "keel-gpu"}
+MONITOR = "keel-monitor"
 PREDICTOR = "keel-predictor"
 # The label KServe puts on every pod of an InferenceService.
 POD_LABEL = "serving.kserve.io/inferenceservice"
@@ -290,7 +291,35 @@ def test_every_overlay_builds_the_whole_stack(overlay):
         ("RoleBinding", "keel-deployer"), ("Role", "keel-trainer"), ("RoleBinding", "keel-trainer"), ("PodDisruptionBudget", PREDICTOR), ("NetworkPolicy", PREDICTOR),
         ("AuthorizationPolicy", PREDICTOR), ("RequestAuthentication", PREDICTOR), ("ServingRuntime", PREDICTOR),
         ("InferenceService", PREDICTOR),
+        ("Deployment", MONITOR), ("Service", MONITOR), ("NetworkPolicy", MONITOR), ("PersistentVolumeClaim", "keel-monitor-wal"),
     ])
+
+
+def test_the_payload_receiver_is_durable_reachable_only_by_predictors_and_uses_the_s3_secret(overlay):
+    env, docs = overlay
+    by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    deployment = by[("Deployment", MONITOR)]
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["command"] == ["python", "-m", "keel.components.monitor"]
+    wal = next(a.split("=", 1)[1] for a in container["args"] if a.startswith("--wal-dir="))
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == wal)
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["persistentVolumeClaim"]["claimName"] == "keel-monitor-wal"  # the log outlives the pod
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    secrets = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e}
+    assert secrets == {"AWS_ACCESS_KEY_ID": "keel-s3-credentials", "AWS_SECRET_ACCESS_KEY": "keel-s3-credentials"}
+    service = by[("Service", MONITOR)]
+    assert service["spec"]["selector"] == pod_labels(deployment) and service["spec"]["ports"][0]["targetPort"] == 8090
+    policy = by[("NetworkPolicy", MONITOR)]
+    assert policy["spec"]["podSelector"]["matchLabels"] == pod_labels(deployment)
+    sources = policy["spec"]["ingress"][0]["from"]
+    assert {"podSelector": {"matchLabels": {"keel.ml/role": "predictor"}}} in sources
+    assert [p["port"] for p in policy["spec"]["ingress"][0]["ports"]] == [8090] and len(policy["spec"]["ingress"]) == 1
+
+
+def pod_labels(deployment: dict) -> dict:
+    return {k: v for k, v in deployment["spec"]["template"]["metadata"]["labels"].items() if k == "keel.ml/role"}
 
 
 def test_every_document_matches_its_published_schema(overlay):
@@ -319,7 +348,7 @@ def test_every_namespaced_object_lands_in_the_overlay_namespace(overlay):
 def test_pods_meet_pod_security_restricted(overlay):
     env, docs = overlay
     found = {where for where, _, _ in pods(docs)}
-    assert {f"ServingRuntime {PREDICTOR}", f"InferenceService {PREDICTOR} predictor"} <= found
+    assert {f"ServingRuntime {PREDICTOR}", f"InferenceService {PREDICTOR} predictor", f"Deployment {MONITOR}"} <= found
     assert pod_security_problems(docs) == []
 
 
