@@ -336,13 +336,11 @@ class DeploySection(Section):
 
     @model_validator(mode="after")
     def _logger_url(self):
-        if self.payload_logger is not None:
-            parts = urllib.parse.urlsplit(self.payload_logger)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(f"payload_logger {self.payload_logger!r}: use an http:// or https:// URL of the keel-monitor Service")
-            if parts.username or parts.password or parts.query or parts.fragment:
-                raise ValueError(f"payload_logger {self.payload_logger!r}: give the bare service URL (no credentials, query or "
-                                 "fragment); the model and version are added to it")
+        from keel.components._common.payload_logging import receiver_url_problem
+
+        problem = self.payload_logger is not None and receiver_url_problem(self.payload_logger)
+        if problem:
+            raise ValueError(f"payload_logger {self.payload_logger!r}: {problem}")
         return self
 
     @model_validator(mode="after")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import re
-import urllib.parse
 from dataclasses import dataclass
 
 from keel.components._common import lineage
@@ -183,8 +182,9 @@ def logger_url(deploy: DeploySection, bundle: dict) -> str | None:
     """Where KServe's agent posts the payload events: keel-monitor, told which model and version they belong to."""
     if deploy.payload_logger is None:
         return None
-    query = urllib.parse.urlencode({"model": bundle["model_name"], "version": str(bundle["version"])})
-    return f"{deploy.payload_logger.rstrip('/')}/?{query}"
+    from keel.components._common.payload_logging import receiver_url
+
+    return receiver_url(deploy.payload_logger, bundle["model_name"], bundle["version"])
 
 
 def _logger(spec, deploy: DeploySection, bundle: dict):

@@ -87,10 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return run(args)
-    except KeelError as err:
-        print(f"keel: error: [monitor] {err}", file=sys.stderr, flush=True)
-        return 2
-    except OSError as err:
+    except (KeelError, OSError) as err:  # a bad flag, a port in use, an unwritable log directory
         print(f"keel: error: [monitor] {err}", file=sys.stderr, flush=True)
         return 2
 

@@ -29,8 +29,6 @@ from keel.components._common import storage
 from keel.components.monitor.events import InferenceEvent
 from keel.components.monitor.wal import WriteAheadLog
 
-COLUMNS = ("event_id", "model", "version", "status", "request_time", "response_time", "received_at",
-           "request", "response", "namespace", "inference_service", "endpoint")
 _RECENT = 100_000  # completed ids remembered, so a retried or replayed half does not open a new row
 
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from cloudevents.exceptions import GenericException
 from cloudevents.http import from_http
 
-REQUEST_TYPE = "org.kubeflow.serving.inference.request"
-RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
+from keel.components._common.payload_logging import REQUEST_TYPE, RESPONSE_TYPE
+
 KINDS = {REQUEST_TYPE: "request", RESPONSE_TYPE: "response"}
 _PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 UNKNOWN = "unknown"
@@ -90,7 +90,7 @@ def parse(headers: dict[str, str], body: bytes, query: dict[str, str], now: dt.d
     version = _part("version", query.get("version") or UNKNOWN)
     received = (now or dt.datetime.now(dt.timezone.utc)).isoformat(timespec="microseconds")
     # The SDK fills `time` with the parse time when the event has none; only a sent time is the event's.
-    sent = headers.get("ce-time") or headers.get("Ce-Time") or _structured_time(headers, body)
+    sent = next((v for k, v in headers.items() if k.lower() == "ce-time"), None) or _structured_time(headers, body)
     return InferenceEvent(kind=kind, id=event_id, model=model, version=version, time=_utc(sent) if sent else received,
                           received_at=received, body=data, namespace=attributes.get("namespace"),
                           inference_service=service, endpoint=attributes.get("endpoint"))

@@ -22,27 +22,25 @@ import logging
 import os
 import queue
 import threading
-import urllib.parse
 import uuid
 
 from prometheus_client import Counter
 
 from keel.components._common.errors import ConfigError
+from keel.components._common.payload_logging import REQUEST_TYPE, RESPONSE_TYPE, receiver_url, receiver_url_problem
 
 log = logging.getLogger("keel.serve")
 
 SENT = Counter("keel_serve_payload_events_sent", "Payload CloudEvents the receiver accepted")
 DROPPED = Counter("keel_serve_payload_events_dropped", "Payload CloudEvents not delivered, by reason", ["reason"])
 
-REQUEST_TYPE = "org.kubeflow.serving.inference.request"
-RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
 RETRY_SECONDS = 1.0  # the pause after a failed post, so a down receiver costs one attempt per second, not per call
 
 
 def check_url(url: str, where: str = "KEEL_SERVE_LOG_TO") -> str:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.username:
-        raise ConfigError(f"{where}: {url!r} is not a receiver URL; give http(s)://HOST:PORT of keel-monitor (no query, no credentials)")
+    problem = receiver_url_problem(url)
+    if problem:
+        raise ConfigError(f"{where}: {url!r} is not a receiver URL; {problem}")
     return url.rstrip("/")
 
 
@@ -50,8 +48,7 @@ class EventSender:
     """A bounded queue and one sending thread (started in the process that first sends: workers fork)."""
 
     def __init__(self, url: str, model: str, version: str, capacity: int = 10_000, timeout: float = 2.0):
-        query = urllib.parse.urlencode({"model": model, "version": version})
-        self.url = f"{check_url(url)}/?{query}"
+        self.url = receiver_url(check_url(url), model, version)
         self.timeout = timeout
         self.queue: queue.Queue = queue.Queue(maxsize=capacity)
         self._pid = None

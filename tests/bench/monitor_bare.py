@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import socket
 import sys
+from types import SimpleNamespace
 
 import uvicorn
 
+from keel.components.monitor.batches import FlushResult
 from keel.components.monitor.receiver import Receiver
 
 
@@ -16,6 +18,7 @@ class NoWrite:
 
     batch_rows = 10_000
     open: dict = {}
+    wal = SimpleNamespace(close=lambda: None)
 
     def commit(self, events):
         return 0
@@ -27,7 +30,7 @@ class NoWrite:
         return False
 
     def flush(self):
-        raise AssertionError("the bare receiver never flushes")
+        return FlushResult(segment=0, rows=0)
 
 
 def main() -> int:
@@ -35,17 +38,9 @@ def main() -> int:
     sock.bind(("127.0.0.1", 0))
     sock.listen(1024)
     receiver = Receiver(NoWrite())
-    receiver.stop = _no_stop(receiver)
     receiver.on_started = lambda: print(f"keel-monitor: listening on http://127.0.0.1:{sock.getsockname()[1]}", file=sys.stderr, flush=True)
     uvicorn.Server(uvicorn.Config(receiver, lifespan="on", log_level="warning", access_log=False)).run(sockets=[sock])
     return 0
-
-
-def _no_stop(receiver):
-    async def stop():
-        for task in receiver._tasks:
-            task.cancel()
-    return stop
 
 
 if __name__ == "__main__":

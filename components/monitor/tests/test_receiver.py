@@ -15,34 +15,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.dataset as ds
 import pytest
-import requests
-from cloudevents.conversion import to_binary, to_structured
-from cloudevents.http import CloudEvent
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keel.components._common.errors import DataError
 from keel.components.monitor.batches import Batcher
-from keel.components.monitor.events import REQUEST_TYPE, RESPONSE_TYPE, BadEvent, parse
+from keel.components.monitor.events import BadEvent, parse
 from keel.components.monitor.wal import WriteAheadLog
-
-V1_REQUEST = {"instances": [{"loan_amount": 12000, "term": 36, "homeownership": "RENT"}]}
-V1_RESPONSE = {"predictions": [1]}
-
-
-def event(kind: str, event_id: str, body: dict, time: str = "2026-07-01T10:15:00Z", service: str = "loans") -> CloudEvent:
-    attributes = {"type": REQUEST_TYPE if kind == "request" else RESPONSE_TYPE, "source": "http://localhost:9081/",
-                  "id": event_id, "time": time, "inferenceservicename": service, "namespace": "keel-dev",
-                  "endpoint": "default", "component": "predictor"}
-    return CloudEvent(attributes, body)
-
-
-def http_parts(cloud_event: CloudEvent, structured: bool = False) -> tuple[dict, bytes]:
-    headers, body = (to_structured if structured else to_binary)(cloud_event)
-    return {k.lower(): v for k, v in headers.items()}, body
-
+from testkit.monitor import V1_REQUEST, V1_RESPONSE, Server, event, http_parts, stored
 
 # --- events ------------------------------------------------------------------------------------------
 
@@ -128,13 +109,6 @@ def parsed(kind, event_id, body, **kw):
     return parse(*http_parts(event(kind, event_id, body, **kw)), {"model": "loans", "version": "2"})
 
 
-def stored(store) -> list[dict]:
-    root = Path(store) / "monitoring"
-    if not root.exists():
-        return []
-    return ds.dataset(str(root), format="parquet", partitioning="hive").to_table().to_pylist()
-
-
 def test_request_and_response_join_into_one_row_per_hour_partition(tmp_path):
     batcher = Batcher(str(tmp_path / "store"), WriteAheadLog(tmp_path / "wal"))
     batcher.commit([parsed("request", "a", V1_REQUEST), parsed("request", "b", V1_REQUEST, time="2026-07-01T11:01:00Z")])
@@ -206,31 +180,6 @@ def test_open_halves_over_max_open_are_written_alone_so_memory_stays_bounded(tmp
 
 
 # --- the real server ---------------------------------------------------------------------------------
-
-class Server:
-    def __init__(self, tmp_path: Path, *args: str, command: tuple[str, ...] = (sys.executable, "-m", "keel.components.monitor")):
-        self.store, self.wal = tmp_path / "store", tmp_path / "wal"
-        cmd = [*command, "--port", "0", "--store", str(self.store),
-               "--wal-dir", str(self.wal), "--flush-seconds", "3600", *args]
-        self.process = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-        seen = []
-        while not seen or "listening on" not in seen[-1]:  # replay's log lines come first
-            seen.append(self.process.stderr.readline())
-            assert seen[-1], "".join(seen)  # exited before listening
-        line = seen[-1]
-        self.url = line.split("listening on ")[1].split()[0]
-        self.replayed = int(line.rsplit("replayed=", 1)[1])
-        self.session = requests.Session()
-
-    def send(self, cloud_event: CloudEvent, query: str = "?model=loans&version=2", structured: bool = False):
-        headers, body = http_parts(cloud_event, structured)
-        return self.session.post(self.url + "/" + query, headers=headers, data=body, timeout=30)
-
-    def stop(self, sig=signal.SIGTERM) -> str:
-        self.process.send_signal(sig)
-        _, err = self.process.communicate(timeout=60)
-        return err
-
 
 @pytest.fixture
 def server(tmp_path):

@@ -6,21 +6,13 @@ from __future__ import annotations
 import json
 import signal
 import socket
-import sys
-from pathlib import Path
 
-import pyarrow.dataset as ds
 import pytest
 
 from keel.components._common.errors import ConfigError
 from keel.components.serve.payload_events import check_url
+from testkit.monitor import Server, stored
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "monitor" / "tests"))
-from test_receiver import Server  # noqa: E402  (the receiver's own test harness: the real process)
-
-
-def stored(store: Path) -> list[dict]:
-    return ds.dataset(str(store / "monitoring"), format="parquet", partitioning="hive").to_table().to_pylist()
 
 
 def free_port() -> int:
