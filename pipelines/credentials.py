@@ -23,6 +23,8 @@ SOURCE_KEYS = ("PGPASSWORD", "MONGODB_PASSWORD")
 KEYS_SECRET = "keel-governance-keys"
 PII_KEYS = ("KEEL_PII_KEY",)
 BUNDLE_KEYS = ("KEEL_SIGNING_KEY", "KEEL_BUNDLE_KEY")
+# A step that only reads a bundle (monitoring): decrypt and verify, never the private signing key.
+READER_KEYS = ("KEEL_BUNDLE_KEY", "KEEL_VERIFY_KEY")
 
 
 def mount(task, *, source: bool = False, keys: tuple[str, ...] = ()):

@@ -15,7 +15,9 @@ from keel.pipelines.descriptor import PipelineDescriptor
 
 # The one place a pipeline is registered. The first is the default kind: a config without a
 # `pipeline:` key (every training config, and the quick path's inferred one) belongs to it.
-PIPELINE_MODULES = ("keel.pipelines.training", "keel.pipelines.vision", "keel.pipelines.backfill")
+PIPELINE_MODULES = (
+    "keel.pipelines.training", "keel.pipelines.vision", "keel.pipelines.backfill", "keel.pipelines.monitoring",
+)
 DEFAULT_KIND = "training"
 
 _registered: dict[str, PipelineDescriptor] = {}

@@ -57,6 +57,13 @@ def test_every_example_config_passes_preflight(config, capsys, request, tmp_path
         raw["data"]["source"] = uri
         config = tmp_path / config.name
         config.write_text(yaml.safe_dump(raw))
+    if raw.get("pipeline") == "monitoring":  # its pre-flight needs the model in production, with its training data
+        from testkit.models import production_model
+
+        raw["registry"]["store"] = str(tmp_path / "store")
+        production_model(raw["registry"]["store"], raw["registry"]["model_name"], rows=500)
+        config = tmp_path / config.name
+        config.write_text(yaml.safe_dump(raw))
     assert main(["check", str(config)]) == 0
     assert capsys.readouterr().out.startswith("ok: ")
 

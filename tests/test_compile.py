@@ -42,7 +42,7 @@ def test_ir_parses_into_pipeline_spec_and_loads_back(compiled):
     from kfp.pipeline_spec import pipeline_spec_pb2
 
     names = {"training": "keel-training", "training-tuned": "keel-training-tuned", "vision": "keel-vision",
-             "backfill": "keel-backfill"}
+             "backfill": "keel-backfill", "monitoring": "keel-monitoring"}
     for name, path in compiled.items():
         docs = list(yaml.safe_load_all(path.read_text()))
         spec = json_format.ParseDict(docs[0], pipeline_spec_pb2.PipelineSpec())
@@ -119,13 +119,15 @@ def test_credentials_come_from_secrets_by_reference_never_by_value(compiled, mon
         # ... and only the steps that open a database get its passwords.
         with_source = {label for label, s in secrets.items() if "keel-source-credentials" in s}
         expected = {"training": {"exec-ingest-data"}, "training-tuned": {"exec-ingest-data"}, "vision": set(),
-                    "backfill": {"exec-ingest-partition", "exec-publish-partition"}}[name]
+                    "backfill": {"exec-ingest-partition", "exec-publish-partition"}, "monitoring": set()}[name]
         assert with_source == expected, name
         # ... and each governance key reaches only the step that uses it: PII to ingest, bundle keys to register.
         keys = {label: s["keel-governance-keys"] for label, s in secrets.items() if "keel-governance-keys" in s}
         expected = {"training": {"exec-ingest-data": ["KEEL_PII_KEY"], "exec-register-model": ["KEEL_BUNDLE_KEY", "KEEL_SIGNING_KEY"]},
                     "vision": {"exec-register-image-model": ["KEEL_BUNDLE_KEY", "KEEL_SIGNING_KEY"]},
-                    "backfill": {"exec-ingest-partition": ["KEEL_PII_KEY"]}}
+                    "backfill": {"exec-ingest-partition": ["KEEL_PII_KEY"]},
+                    # collect_window loads the bundle as a predictor does: decrypt and verify, never sign
+                    "monitoring": {"exec-collect-window": ["KEEL_BUNDLE_KEY", "KEEL_VERIFY_KEY"]}}
         assert keys == expected.get(name, expected["training"]), name
     doc = list(yaml.safe_load_all(compiled["backfill"].read_text()))
     source = doc[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-ingest-partition"]["secretAsEnv"]
@@ -145,3 +147,17 @@ def test_the_backfill_fans_out_over_planned_partitions(compiled):
     assert set(inner) == {"ingest-partition", "validate-data", "clean-data", "publish-partition"}
     assert not inner["ingest-partition"]["cachingOptions"].get("enableCache")
     assert inner["clean-data"]["dependentTasks"] == ["validate-data"]
+
+
+def test_the_monitoring_window_ends_at_a_run_parameter_and_is_never_cached(compiled):
+    doc = next(yaml.safe_load_all(compiled["monitoring"].read_text()))
+    assert set(doc["root"]["inputDefinitions"]["parameters"]) == {"monitoring", "registry", "execution_date"}
+    tasks = doc["root"]["dag"]["tasks"]
+    assert set(tasks) == {"collect-window", "check-window"}
+    assert tasks["check-window"]["dependentTasks"] == ["collect-window"]
+    # New traffic and labels arrive under the same parameters: a cached collect would check yesterday's window.
+    assert tasks["collect-window"]["cachingOptions"] == {}
+    outputs = doc["components"]["comp-check-window"]["outputDefinitions"]
+    # The returned verdict and retrain are what a condition (dsl.If) reads; the JSON document is an artifact.
+    assert set(outputs["parameters"]) == {"verdict", "retrain"}
+    assert {"report", "drift_report", "metrics", "verdict_json"} <= set(outputs["artifacts"])

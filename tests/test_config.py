@@ -24,6 +24,11 @@ def test_every_example_config_loads(path):
 
         assert set(cfg.pipeline_arguments()) == set(BACKFILL_SECTIONS) | {"execution_date"}
         return
+    if cfg.pipeline_name == "monitoring":  # `pipeline: monitoring`: its sections and the window's end
+        from keel.pipelines.monitoring_config import MONITORING_SECTIONS
+
+        assert set(cfg.pipeline_arguments()) == set(MONITORING_SECTIONS) | {"execution_date"}
+        return
     # The tuned pipeline takes one more parameter: the search.
     assert set(cfg.pipeline_arguments()) == set(SECTIONS) | ({"tune"} if cfg.tune is not None else set())
     assert cfg.pipeline_name == ("training-tuned" if cfg.tune is not None else "training")

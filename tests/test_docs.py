@@ -32,14 +32,14 @@ def test_config_reference_is_current():
 def test_config_reference_covers_every_pipeline_and_field():
     text = config_reference.render()
     models = config_reference.config_models()
-    assert set(models) == {"training", "vision", "backfill"}
+    assert set(models) == {"training", "vision", "backfill", "monitoring"}
     for kind, model in models.items():
         assert f"## pipeline: {kind}" in text
         for name in model.model_fields:
             assert f"| `{name}` |" in text, (kind, name)
     # nested sections, list items and dict values are walked too
     for path in ("clean.missing.numeric", "tune.parameters.<key>.type", "resources.gpu.tolerations[].key",
-                 "backfill.write_back.table"):
+                 "backfill.write_back.table", "monitoring.columns.<key>.method"):
         assert f"| `{path}` |" in text, path
     assert config_reference.render() == text  # deterministic
 

@@ -210,9 +210,9 @@ def compiled_ir(tmp_path_factory):
     from keel.pipelines.kfp.compile import compile_pipelines
 
     paths = compile_pipelines(tmp_path_factory.mktemp("ir"))
-    # Every step of every pipeline: the tuned training pipeline's, the vision and the backfill pipelines' executors.
+    # Every step of every pipeline: the tuned training pipeline's, the vision, backfill and monitoring pipelines' executors.
     executors = {}
-    for name in ("training-tuned.yaml", "vision.yaml", "backfill.yaml"):
+    for name in ("training-tuned.yaml", "vision.yaml", "backfill.yaml", "monitoring.yaml"):
         ir = next(yaml.safe_load_all(next(p for p in paths if p.name == name).read_text()))
         executors.update(ir["deploymentSpec"]["executors"])
     return {"deploymentSpec": {"executors": executors}}

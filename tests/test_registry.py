@@ -141,7 +141,8 @@ def test_a_pipeline_registered_here_is_checked_compiled_and_run_by_the_cli(profi
     assert capsys.readouterr().out.strip() == "ok: profile-only: 60 rows to profile"
 
     assert main(["compile", str(profile_only), "--out", str(tmp_path / "dist")]) == 0
-    assert {p.stem for p in (tmp_path / "dist").glob("*.yaml")} == {"training", "training-tuned", "vision", "backfill", "profile-only"}
+    assert {p.stem for p in (tmp_path / "dist").glob("*.yaml")} == {"training", "training-tuned", "vision", "backfill", "monitoring",
+                                                                      "profile-only"}
     ir = next(yaml.safe_load_all((tmp_path / "dist" / "profile-only.yaml").read_text()))
     assert set(ir["root"]["dag"]["tasks"]) == {"ingest-data", "profile-data"}
     assert ir["root"]["inputDefinitions"]["parameters"]["target"]["defaultValue"]["column"] == "late"

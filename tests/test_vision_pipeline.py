@@ -76,7 +76,7 @@ def test_the_pytorchjob_launcher_gives_the_gpu_pool_to_the_replicas_not_the_step
 
 def test_compiling_a_training_config_also_writes_the_vision_example(tmp_path):
     names = {p.stem for p in compile_pipelines(tmp_path)}
-    assert names == {"training", "training-tuned", "vision", "backfill"}
+    assert names == {"training", "training-tuned", "vision", "backfill", "monitoring"}
 
 
 @pytest.mark.parametrize("change, match", [

@@ -487,3 +487,44 @@ def default_name(source: str, *, table: str | None = None, collection: str | Non
         raw = Path(urllib.parse.urlsplit(source).path).name.split(".")[0] or urllib.parse.urlsplit(source).netloc
     name = re.sub(r"[^a-z0-9._-]+", "-", raw.lower()).strip("-._")[:63]
     return name or "dataset"
+
+
+# Evidently 0.7's registered stattests for tabular columns (a test checks this list against Evidently's registry,
+# so the config never imports Evidently to validate a name).
+DRIFT_METHODS = ("TVD", "anderson", "chisquare", "cramer_von_mises", "ed", "empirical_mmd", "es", "fisher_exact",
+                 "g_test", "hellinger", "jensenshannon", "kl_div", "ks", "mannw", "psi", "t_test", "wasserstein", "z")
+MONITOR_VERDICTS = ("drift", "degraded", "stale")
+
+
+class DriftColumnSection(Section):
+    """One column's drift test, replacing Evidently's default for it."""
+
+    method: Literal[DRIFT_METHODS] | None = Field(None, description="Evidently stattest (default: Evidently's choice by column type and size)")
+    threshold: float | None = Field(None, gt=0, description="p-value below which (tests) or distance from which (distances) it drifts")
+
+
+class MonitoringSection(Section):
+    """The monitoring pipeline: a window of logged traffic against the model's training data.
+
+    The model is `registry.model_name` in `registry.store`, where the receiver
+    writes its traffic (`{store}/monitoring/{model}/{version}/...`).
+
+    The window is the `window_days` before the run's execution date. Drift is
+    Evidently's DataDriftPreset with its defaults unless `method`, `threshold`
+    or a column's entry in `columns` says otherwise.
+    """
+
+    version: int | None = Field(None, ge=1, description="The version whose traffic is checked (default: the one in production)")
+    window_days: float = Field(7, gt=0, le=366, description="Days of logged traffic before the execution date")
+    max_age_days: float = Field(90, gt=0, description="A model older than this (registration to the window's end) is stale")
+    drift_share: float = Field(0.5, gt=0, le=1, description="Share of input columns that must drift for a data-drift verdict")
+    method: Literal[DRIFT_METHODS] | None = Field(None, description="Every column's stattest (default: Evidently's per-column choice)")
+    threshold: float | None = Field(None, gt=0, description="Every column's threshold (default: the stattest's own)")
+    columns: dict[str, DriftColumnSection] = Field(default_factory=dict, description="input column -> its own method and threshold")
+    sample_rows: int = Field(30_000, ge=1_000, description="Uniform sample of the window the drift tests see (every row is counted)")
+    reference_rows: int = Field(100_000, ge=1_000, description="Rows of the training dataset used as the reference (a uniform sample above)")
+    min_labelled_rows: int = Field(50, ge=1, description="Fewer labelled rows than this: performance is not assessed")
+    max_rejected_share: float = Field(0.05, ge=0, le=1, description="Share of rows the predictor refused above which serving has drifted")
+    max_warned_share: float = Field(0.05, ge=0, le=1, description="Share of answered values out of range or unseen above which serving has drifted")
+    retrain_on: list[Literal[MONITOR_VERDICTS]] = Field(list(MONITOR_VERDICTS), description="Verdicts that start a retraining")
+    seed: int = 0

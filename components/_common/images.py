@@ -79,6 +79,9 @@ COMPONENTS = {
     "evaluate_image_model": Component("keel.components.evaluate_images.component", TORCH_IMAGE),
     "compress_model": Component("keel.components.compress.component", TORCH_IMAGE),
     "register_image_model": Component("keel.components.register.image_component", BASE_IMAGE),
+    # The monitoring pipeline: pyarrow, the registry and Evidently (in the base install) over the logged traffic.
+    "collect_window": Component("keel.components.monitor.component", BASE_IMAGE),
+    "check_window": Component("keel.components.monitor.component", BASE_IMAGE),
     # Not a pipeline step: the KServe ServingRuntime's predictor (`python -m keel.components.serve`).
     "serve": Component(None, SERVING_IMAGE),
     # Not a pipeline step: the payload receiver (`python -m keel.components.monitor`); the serving image has

