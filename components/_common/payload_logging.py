@@ -7,6 +7,9 @@ import urllib.parse
 
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
+# CloudEvents' batch content mode: a JSON array of structured events (Keel's predictor sends these; KServe's
+# agent sends one binary-mode event per POST).
+BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 
 
 def receiver_url_problem(url: str) -> str | None:

@@ -7,6 +7,10 @@ both, the V1 or V2 JSON as the body, and `ce-inferenceservicename`,
 `ce-namespace`, `ce-endpoint` and `ce-component` as extensions. Keel's own
 predictor (`keel serve --log-to URL`) posts the same events.
 
+Keel's predictor batches them (CloudEvents' batch mode: a JSON array of
+structured events, `application/cloudevents-batch+json`, one POST for many
+calls); `parse_all` takes either.
+
 Which model and version the traffic belongs to comes from the logger URL's
 query (`?model=NAME&version=N`, which the rendered InferenceService sets), or
 else from the `inferenceservicename` extension; both become parts of a storage
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 from cloudevents.exceptions import GenericException
 from cloudevents.http import from_http
 
-from keel.components._common.payload_logging import REQUEST_TYPE, RESPONSE_TYPE
+from keel.components._common.payload_logging import BATCH_CONTENT_TYPE, REQUEST_TYPE, RESPONSE_TYPE
 
 KINDS = {REQUEST_TYPE: "request", RESPONSE_TYPE: "response"}
 _PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -94,6 +98,31 @@ def parse(headers: dict[str, str], body: bytes, query: dict[str, str], now: dt.d
     return InferenceEvent(kind=kind, id=event_id, model=model, version=version, time=_utc(sent) if sent else received,
                           received_at=received, body=data, namespace=attributes.get("namespace"),
                           inference_service=service, endpoint=attributes.get("endpoint"))
+
+
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+
+
+def parse_all(headers: dict[str, str], body: bytes, query: dict[str, str], now: dt.datetime | None = None) -> list[InferenceEvent]:
+    """The events in an HTTP request: one (binary or structured mode) or a batch; BadEvent names the first bad one."""
+    content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+    if not content_type.lower().startswith(BATCH_CONTENT_TYPE):
+        return [parse(headers, body, query, now)]
+    try:
+        items = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadEvent("body: not JSON; a CloudEvents batch is a JSON array of structured events") from None
+    if not isinstance(items, list) or not items:
+        raise BadEvent("body: a CloudEvents batch is a non-empty JSON array of structured events")
+    events = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise BadEvent(f"event {i} of the batch: a JSON {type(item).__name__}, not a structured CloudEvent")
+        try:
+            events.append(parse({"content-type": STRUCTURED_CONTENT_TYPE}, json.dumps(item).encode(), query, now))
+        except BadEvent as err:
+            raise BadEvent(f"event {i} of the batch: {err}", err.status, err.reason) from None
+    return events
 
 
 def _part(field: str, value: str) -> str:

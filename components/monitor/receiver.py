@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 from keel.components.monitor.batches import Batcher
-from keel.components.monitor.events import BadEvent, InferenceEvent, parse
+from keel.components.monitor.events import BadEvent, InferenceEvent, parse_all
 
 log = logging.getLogger("keel.monitor")
 
@@ -51,7 +51,7 @@ class Receiver:
         self.max_pending_rows = max_pending_rows or 4 * batcher.batch_rows
         self.flush_check_seconds = flush_check_seconds
         self.store_error: str | None = None
-        self._queue: list[tuple[InferenceEvent, asyncio.Future]] = []
+        self._queue: list[tuple[list[InferenceEvent], asyncio.Future]] = []  # one entry per request
         self._wake: asyncio.Event | None = None
         self._tasks: list[asyncio.Task] = []
         self._flushing = threading.Lock()
@@ -121,7 +121,7 @@ class Receiver:
         try:
             body = await self._body(headers, receive)
             query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
-            event = parse(headers, body, query)
+            events = parse_all(headers, body, query)
         except BadEvent as err:
             REJECTED.labels(err.reason).inc()
             return await _json(send, err.status, {"error": str(err)})
@@ -129,14 +129,17 @@ class Receiver:
             REJECTED.labels("backlog").inc()
             return await _json(send, 503, {"error": f"store failing ({self.store_error}); retry later"}, [(b"retry-after", b"5")])
         done = asyncio.get_running_loop().create_future()
-        self._queue.append((event, done))
+        self._queue.append((events, done))
         self._wake.set()
         try:
             await done
         except OSError as err:  # the log could not be written: nothing was acknowledged
             return await _json(send, 503, {"error": f"write-ahead log: {err}"})
-        EVENTS.labels(event.kind).inc()
-        return await _json(send, 202, {"id": event.id, "kind": event.kind})
+        for event in events:
+            EVENTS.labels(event.kind).inc()
+        if len(events) == 1:
+            return await _json(send, 202, {"id": events[0].id, "kind": events[0].kind})
+        return await _json(send, 202, {"accepted": len(events)})
 
     async def _body(self, headers, receive) -> bytes:
         declared = headers.get("content-length")
@@ -165,7 +168,7 @@ class Receiver:
                 continue
             started = time.perf_counter()
             try:
-                await asyncio.to_thread(self.batcher.commit, [event for event, _ in batch])
+                await asyncio.to_thread(self.batcher.commit, [event for events, _ in batch for event in events])
             except OSError as err:
                 log.error("write-ahead log append failed: %s", err)
                 for _, done in batch:

@@ -188,10 +188,8 @@ class KeelModel(kserve.Model):
             outputs.append(InferOutput("probabilities", list(proba.shape), "FP64", proba.ravel().tolist()))
         # V2 responses must carry an id: the request's, else a fresh one.
         response = InferResponse(model_name=self.name, infer_outputs=outputs, response_id=payload.id or str(uuid.uuid4()))
-        if self.sender:
-            from keel.components.serve.payload_events import rest_body
-
-            self.sender.send(rest_body(payload), rest_body(response), response.id)
+        if self.sender:  # the sending thread turns both into their REST JSON, not this request
+            self.sender.send(payload, response, response.id)
         return response
 
     def explain(self, payload: Any, headers: dict[str, str] | None = None) -> dict:

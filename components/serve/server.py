@@ -118,7 +118,13 @@ def serving_model(name: str, bundle, settings: ServeSettings):
         from keel.components.serve.payload_events import EventSender
 
         sender = EventSender(settings.log_to, bundle.model_name, str(bundle.version))
-    return KeelModel(name, bundle, settings.policy, settings.log_payloads, sender=sender)
+    model = KeelModel(name, bundle, settings.policy, settings.log_payloads, sender=sender)
+    import gc
+
+    # The model, pandas and scikit-learn are loaded for good: out of the collector's sight, its full passes
+    # walk only what requests allocate (with payload logging, what waits in the queue), not the whole heap.
+    gc.freeze()
+    return model
 
 
 def configure_logging(level: str = "INFO") -> None:
