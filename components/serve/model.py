@@ -188,7 +188,7 @@ class KeelModel(kserve.Model):
             outputs.append(InferOutput("probabilities", list(proba.shape), "FP64", proba.ravel().tolist()))
         # V2 responses must carry an id: the request's, else a fresh one.
         response = InferResponse(model_name=self.name, infer_outputs=outputs, response_id=payload.id or str(uuid.uuid4()))
-        if self.sender:  # the sending thread turns both into their REST JSON, not this request
+        if self.sender:  # the sender serializes both here, in the request (payload_events._flat says why)
             self.sender.send(payload, response, response.id)
         return response
 

@@ -6,8 +6,9 @@ call (`org.kubeflow.serving.inference.request` / `.response`, one `ce-id`,
 the V1 or V2 JSON) to keel-monitor, with `?model=&version=` as the deploy
 step renders it.
 
-A request never waits for this: `send` puts references on a bounded queue and
-returns; one thread per worker process serializes and posts. Every
+A request never waits for this: `send` puts the call on a bounded queue and
+returns (a V2 call as its JSON, see `_flat`); one thread per worker process
+serializes and posts. Every
 LINGER_SECONDS the thread takes what is queued and sends it as CloudEvents
 batches (a JSON array of structured events), up to BATCH_CALLS calls per
 POST: the thread shares the predictor's core, and two POSTs per call cost it
@@ -29,6 +30,7 @@ import os
 import queue
 import threading
 import time
+import urllib.parse
 import uuid
 
 from prometheus_client import Counter
@@ -59,6 +61,9 @@ class EventSender:
 
     def __init__(self, url: str, model: str, version: str, capacity: int = 10_000, timeout: float = 2.0):
         self.url = receiver_url(check_url(url), model, version)
+        split = urllib.parse.urlsplit(self.url)
+        self._address = (split.scheme, split.hostname, split.port)
+        self._target = (split.path or "/") + (f"?{split.query}" if split.query else "")
         self.timeout = timeout
         self.queue: queue.Queue = queue.Queue(maxsize=capacity)
         self._pid = None
@@ -125,7 +130,6 @@ class EventSender:
     def _post(self, calls: list[tuple]) -> None:
         import datetime as dt
         import http.client
-        import urllib.parse
 
         # Structured events (CloudEvents 1.0's JSON format) spliced as text around each body's JSON, so a V2
         # body serialized by kserve is not parsed back and serialized again: the SDK's CloudEvent objects cost
@@ -142,10 +146,9 @@ class EventSender:
         # http.client on one kept-alive connection, not requests: this thread shares the predictor's core, and a
         # requests.post costs ~550 us of CPU against ~110 us.
         if self._connection is None:
-            parts = urllib.parse.urlsplit(self.url)
-            kind_of = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-            self._connection = kind_of(parts.hostname, parts.port, timeout=self.timeout)
-            self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            scheme, host, port = self._address
+            kind_of = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+            self._connection = kind_of(host, port, timeout=self.timeout)
         try:
             self._connection.request("POST", self._target, body=data, headers={"content-type": BATCH_CONTENT_TYPE})
             reply = self._connection.getresponse()

@@ -10,7 +10,7 @@ import socket
 import pytest
 
 from keel.components._common.errors import ConfigError
-from keel.components.serve.payload_events import check_url
+from keel.components.serve.payload_events import SENT, EventSender, check_url
 from testkit.monitor import Server, stored
 
 
@@ -42,6 +42,20 @@ def test_each_call_reaches_the_receiver_as_a_joined_row(tmp_path, predictor_fact
     assert json.loads(v1["request"]) == {"instances": rows[:3]} and json.loads(v1["response"]) == body
     assert [i["name"] for i in json.loads(found["call-v2"]["request"])["inputs"]] == [i["name"] for i in v2_body(bundle.schema, rows[3:5])["inputs"]]
     assert json.loads(found["call-v2"]["response"])["outputs"][0]["data"] == v2["outputs"][0]["data"]
+
+
+def test_every_event_posted_in_a_batch_is_counted_as_sent_once(tmp_path):
+    receiver = Server(tmp_path)
+    try:
+        sender = EventSender(receiver.url, "loans", "3")
+        before = SENT._value.get()
+        for i in range(5):
+            sender.send({"instances": [{"x": i}]}, {"predictions": [i]}, f"count-{i}")
+        sender.close()  # delivers what is queued
+        assert SENT._value.get() - before == 10  # two events a call, counted by the events in each batch
+    finally:
+        receiver.stop()
+    assert sorted(r["event_id"] for r in stored(receiver.store)) == [f"count-{i}" for i in range(5)]
 
 
 def test_a_down_receiver_costs_no_request_and_sending_resumes(tmp_path, predictor_factory, bundle_uri, rows):
