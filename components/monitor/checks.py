@@ -28,7 +28,6 @@ from keel.components.monitor.window import META, PREDICTION, SCORE_PREFIX
 if TYPE_CHECKING:
     import pandas as pd
 
-VERDICTS = ("ok", "drift", "degraded", "stale", "no data")
 LABEL = "label"
 _KEY = "__sample_key"
 
@@ -334,4 +333,4 @@ def decide(summary: Summary, drifts: list[ColumnDrift], perf: dict | None, age_d
     return Verdict(verdict, reasons, drifted, verdict in section.retrain_on)
 
 
-__all__ = ["META", "VERDICTS", "Summary", "summarize", "drift", "performance", "decide", "Verdict", "ColumnDrift"]
+__all__ = ["META", "Summary", "summarize", "drift", "performance", "decide", "Verdict", "ColumnDrift"]

@@ -113,7 +113,7 @@ def load(store: str, model: str, frame, *, now: dt.datetime | None = None) -> Lo
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    body = frame[["key_column", "key", "row", "label"]]
+    body = frame[list(LABEL_COLUMNS[:-1])]  # loaded_at is stamped when stored, so equal tables hash the same
     digest = hashlib.sha256(pa.ipc.serialize_pandas(body, preserve_index=False).to_pybytes()).hexdigest()[:24]
     uri = storage.join(labels_dir(store, model), f"labels-{digest}.parquet")
     new = not storage.exists(uri)
